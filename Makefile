@@ -1,0 +1,23 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install clean
+
+$(BIN)/vireid: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(BIN)/vireid
+
+install: $(BIN)/vireid
+
+demo: install
+	$(BIN)/vireid demo --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,37 @@
+"""vireid: visible-infrared cross-modality person re-identification.
+
+Importing vireid is light: torch-heavy parts load when used.
+"""
+
+from __future__ import annotations
+
+from .core import (
+    Batch,
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    EvalTrial,
+    EvaluationError,
+    Modality,
+    ModalityError,
+    Sample,
+    TrainingError,
+    VireidError,
+)
+from .registry import register_dataset, register_method
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch", "CheckpointError", "ConfigError", "DatasetError", "EvalTrial", "EvaluationError",
+    "Modality", "ModalityError", "Sample", "TrainingError", "VireidError",
+    "register_dataset", "register_method", "__version__", "FeatureExtractor",
+]
+
+
+def __getattr__(name: str):
+    if name == "FeatureExtractor":
+        from .serve.extractor import FeatureExtractor
+
+        return FeatureExtractor
+    raise AttributeError(f"module 'vireid' has no attribute {name!r}")

@@ -1,0 +1,299 @@
+"""Typed configuration: dataclasses loaded from YAML with `_base_` inheritance and dotted overrides.
+
+A config file is a YAML mapping. `_base_: other.yaml` (or a list) is loaded first, relative to the
+file, and the file's keys are merged over it. Overrides `a.b=value` are parsed as YAML scalars.
+Unknown keys are an error naming the key and the closest valid one. `method:` holds `name:` plus
+that method's own options, validated by the options dataclass the method registers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .core import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the training data is and how images are prepared."""
+
+    name: str = "sysu"  # a registered dataset reader: sysu, regdb, llcm, folder
+    root: str = "data/synthetic-sysu"
+    height: int = 288
+    width: int = 144
+    train_split: str = "train+val"  # sysu: "train+val" (community practice) or "train" (keep val apart)
+    trial: int = 1  # regdb: the split 1..10
+    cache: bool = True  # decode and resize each image once into a memory-mapped uint8 array
+    cache_dir: str = ""  # default: <run dir>/cache
+    num_workers: int = 2
+    synthesize: dict = field(default_factory=dict)  # if set and root is missing: vireid synth arguments
+
+
+@dataclass
+class SamplerConfig:
+    """How batches are composed (see specs/methods/common.md section 1.5)."""
+
+    kind: str = "agw"  # agw: P ids x K visible + K infrared with replacement; mpanet: identity chunks
+    num_ids: int = 8  # P
+    num_pos: int = 4  # K per modality
+    seed_offset: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation."""
+
+    pad: int = 10
+    pad_fill: int = 0
+    flip: bool = True
+    random_erasing: float = 0.0  # probability; 0 disables
+    channel_aug: bool = False  # CAJ: channel random erasing, channel exchange, adaptive gray
+    channel_erasing: float = 0.5
+    resize_first: bool = False  # MPANet: resize then crop from the padded resized image
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and head options shared by the methods."""
+
+    arch: str = "resnet50"  # resnet50 | resnet18
+    pretrained: str = "none"  # none | imagenet | <path to a state dict>
+    last_stride: int = 1
+    modality_specific: list = field(default_factory=lambda: ["stem"])  # stages with one copy per modality
+    in_channels: int = 3
+    non_local: bool = False
+    non_local_inter: int = 1  # AGW's accidental 1-channel intermediate width (P16)
+    pooling: str = "gem"  # gem | avg
+    gem_p: float = 3.0
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and per-epoch learning-rate schedule of the main optimiser."""
+
+    name: str = "sgd"  # sgd | adam
+    lr: float = 0.1  # head learning rate
+    backbone_lr_mult: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "warmup_step"  # warmup_step | step | constant
+    warmup_epochs: int = 10
+    milestones: list = field(default_factory=lambda: [20, 50])
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = 81
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "off"  # off | bf16 | fp16 | auto
+    deterministic: bool = False
+    grad_clip: float = 0.0
+    max_steps_per_epoch: int = 0  # 0: the sampler's full epoch
+    checkpoint_every: int = 0  # 0: only last (and best)
+    eval_every: int = 0  # 0: no evaluation during training
+    log_every: int = 10
+    select_best: str = "none"  # none (report last) | val (the held-out val identities)
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation defaults used by `vireid eval` and the demo."""
+
+    protocol: str = "sysu"
+    options: dict = field(default_factory=lambda: {"mode": "all", "shots": 1, "trials": 10})
+    features: list = field(default_factory=lambda: ["bn", "pool"])
+    flip: bool = False
+    distance: str = "cosine"  # cosine | euclidean
+    rerank: bool = False
+    batch_size: int = 128
+
+
+@dataclass
+class Config:
+    """The whole resolved configuration of a run."""
+
+    method: Any = None  # the method's options dataclass (has a `name` field)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, over: Mapping) -> dict:
+    """Return `base` updated recursively by `over` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_yaml_with_bases(path: "str | Path", _seen: tuple = ()) -> dict:
+    """Load a YAML file, resolving `_base_` (a path or list of paths relative to the file)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"circular _base_ chain: {' -> '.join(map(str, _seen + (path,)))}")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for b in bases:
+        merged = deep_merge(merged, load_yaml_with_bases(path.parent / b, _seen + (path,)))
+    return deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into (['a','b','c'], yaml-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
+    """Apply dotted overrides to a raw config mapping."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {k!r} is a value, not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return out
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check/coerce a scalar against a simple annotation; returns (ok, coerced)."""
+    if tp is Any:
+        return True, value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return (isinstance(value, int) and not isinstance(value, bool)), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return True, str(value)
+        return False, value
+    if tp is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return True, list(value)
+        return False, value
+    if tp is dict or origin is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def build_dataclass(cls: type, raw: Mapping, where: str = "") -> Any:
+    """Build dataclass `cls` from `raw`, strictly: unknown keys and wrong types raise ConfigError."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{(where + '.') if where else ''}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint} Valid keys here: {', '.join(fields)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = build_dataclass(tp, value or {}, full)
+            continue
+        ok, coerced = _type_ok(value, tp)
+        if not ok:
+            raise ConfigError(f"config key '{full}' expects {getattr(tp, '__name__', tp)}, got {value!r}")
+        kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: Mapping) -> Config:
+    """Build a validated Config; the method section is checked by the method's Options dataclass."""
+    from .registry import METHODS
+    from . import methods as _methods  # noqa: F401  (registers the built-in methods)
+
+    raw = dict(raw)
+    method_raw = dict(raw.pop("method", None) or {})
+    name = method_raw.get("name", "baseline")
+    options_cls = METHODS.get(name).Options
+    method_raw["name"] = name
+    cfg = build_dataclass(Config, raw)
+    cfg.method = build_dataclass(options_cls, method_raw, "method")
+    return cfg
+
+
+def load_config(path: "str | Path | None" = None, overrides: Sequence[str] = ()) -> Config:
+    """Load `path` (with its `_base_` chain) and apply dotted `overrides`."""
+    raw = load_yaml_with_bases(path) if path is not None else {}
+    return config_from_dict(apply_overrides(raw, overrides))
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """A plain mapping that `config_from_dict` turns back into an equal Config."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Datasets (readers and the synthetic generator) and loading."""

@@ -1,0 +1,3 @@
+"""Importing this module registers the built-in readers."""
+
+from . import sysu, regdb, llcm, folder  # noqa: F401

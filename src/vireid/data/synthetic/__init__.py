@@ -1,0 +1,1 @@
+"""The synthetic cross-modality person dataset (SynthVI)."""

@@ -1,0 +1,1 @@
+"""Small helpers: seeding, atomic files, progress bars."""
