@@ -1,0 +1,136 @@
+"""Folder reader for one's own data: <root>/<modality>/<camera>/<pid>/*.jpg, optional <root>/splits.json."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ...core import Modality, ModalityError, Sample
+from ...registry import register_dataset
+from ._common import (
+    Problems, check_both_modalities, check_options, is_synthetic, list_images, read_manifest, require_root,
+    sort_samples, split_summary,
+)
+from .base import ReIDDataset, build_label_map
+
+LAYOUT = "folder"
+_CAM_RE = re.compile(r"(?:cam|c)?(\d+)", re.IGNORECASE)
+_EXPECTED = "a folder holding visible/<camera>/<pid>/*.jpg and infrared/<camera>/<pid>/*.jpg"
+
+
+@register_dataset("folder")
+class FolderDataset:
+    """Reads <root>/<visible|infrared>/<cam>/<pid>/ images; every id is train and test unless splits.json says."""
+
+    def __init__(self, root: Path, **options: Any) -> None:
+        check_options("folder", options, [])
+        self.root = Path(root).expanduser()
+
+    def load(self) -> ReIDDataset:
+        """Parse and validate the folders; LayoutError lists every problem found."""
+        root = self.root
+        require_root(LAYOUT, root, _EXPECTED)
+        problems = Problems(LAYOUT, root)
+        samples = self._scan(problems)
+        all_ids = split_summary(samples)
+        splits = self._splits(all_ids, problems)
+        by_split = {name: sort_samples(s for s in samples if s.pid in set(ids)) for name, ids in splits.items()}
+        train = by_split.get("train", [])
+        where = f"folder dataset training split at {root}"
+        if samples:
+            check_both_modalities(where, train, problems, f"looked in {root}/visible and {root}/infrared")
+        problems.raise_if_any()
+
+        manifest = read_manifest(root)
+        info = {
+            "layout": "folder",
+            "split_ids": {name: list(ids) for name, ids in splits.items()},
+            "splits_file": str(root / "splits.json") if (root / "splits.json").is_file() else None,
+            "rgb_cams": sorted({s.camid for s in samples if s.modality is Modality.VISIBLE}),
+            "ir_cams": sorted({s.camid for s in samples if s.modality is Modality.INFRARED}),
+            "synthetic": is_synthetic(manifest),
+            "manifest": manifest,
+            "checks": [
+                "top-level folders are modalities (visible, infrared or an alias)",
+                "camera folders are named camN or N; person folders are integers",
+                "splits.json (if present) lists known ids, train and test disjoint",
+                "every training id has visible and infrared images",
+            ],
+        }
+        return ReIDDataset(name="folder", root=root, train=train, test=by_split.get("test", []),
+                           val=by_split.get("val", []), label_map=build_label_map(train, where=where), info=info)
+
+    def _scan(self, problems: Problems) -> list[Sample]:
+        """Every image under <modality>/<camera>/<pid>/; records folders that do not fit the layout."""
+        root = self.root
+        samples: list[Sample] = []
+        for mod_dir in sorted(root.iterdir(), key=lambda p: p.name):
+            if not mod_dir.is_dir():
+                continue  # splits.json, manifest.json, a README: not part of the image tree
+            try:
+                modality = Modality.parse(mod_dir.name)
+            except ModalityError:
+                problems.add(f"unexpected folder {mod_dir}: top-level folders must be modalities "
+                             "('visible' or 'infrared'; aliases rgb, vis, ir, thermal, nir)")
+                continue
+            for cam_dir in sorted(mod_dir.iterdir(), key=lambda p: p.name):
+                if not cam_dir.is_dir():
+                    warnings.warn(f"ignoring file {cam_dir}: a modality folder should hold only camera folders",
+                                  stacklevel=2)
+                    continue
+                m = _CAM_RE.fullmatch(cam_dir.name)
+                if not m:
+                    problems.add(f"unexpected folder {cam_dir}: camera folders must be named camN or N "
+                                 "(e.g. cam1 or 1)")
+                    continue
+                cam = int(m.group(1))
+                for pid_dir in sorted(cam_dir.iterdir(), key=lambda p: p.name):
+                    if not pid_dir.is_dir():
+                        warnings.warn(f"ignoring file {pid_dir}: a camera folder should hold only person folders",
+                                      stacklevel=2)
+                        continue
+                    if not pid_dir.name.isdigit():
+                        problems.add(f"unexpected folder {pid_dir}: person folders must be integer ids (e.g. 0007)")
+                        continue
+                    samples.extend(Sample(str(p), int(pid_dir.name), cam, modality) for p in list_images(pid_dir))
+        if not samples and not problems:
+            problems.add(f"no images found under {root}: expected {_EXPECTED}")
+        return samples
+
+    def _splits(self, all_ids: list[int], problems: Problems) -> dict[str, list[int]]:
+        """train/test (and optional val) ids: from splits.json, else every id in both train and test."""
+        path = self.root / "splits.json"
+        if not path.is_file():
+            return {"train": list(all_ids), "test": list(all_ids)}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            problems.add(f"{path} is not valid JSON ({exc}): expected {{\"train\": [ids], \"test\": [ids]}}")
+            return {}
+        if not isinstance(data, dict) or "train" not in data or "test" not in data:
+            problems.add(f"{path}: expected an object with 'train' and 'test' id lists (optional 'val'), "
+                         f"found {type(data).__name__} with keys {sorted(data) if isinstance(data, dict) else []}")
+            return {}
+        splits: dict[str, list[int]] = {}
+        for key, ids in data.items():
+            if key not in ("train", "val", "test"):
+                problems.add(f"{path}: unknown key {key!r}; expected 'train', 'test' and optionally 'val'")
+                continue
+            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                problems.add(f"{path}: {key!r} must be a list of integer ids, found {ids!r:.80}")
+                continue
+            known = set(all_ids)
+            missing = sorted(set(ids) - known)
+            if missing:
+                problems.add(f"{path}: {key!r} lists ids with no images under {self.root}: "
+                             f"{', '.join(map(str, missing[:10]))}")
+            splits[key] = sorted(set(ids))
+        for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
+            shared = sorted(set(splits.get(a, [])) & set(splits.get(b, [])))
+            if shared:
+                problems.add(f"{path}: {a!r} and {b!r} share ids {', '.join(map(str, shared[:10]))}; "
+                             "the splits must be disjoint")
+        return splits
