@@ -1,0 +1,108 @@
+"""The Stepper: backward, AMP scaling, clipping, optimizer steps and gradient averaging across ranks."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Mapping
+
+import torch
+
+from ..core import TrainingError
+from ..methods.base import OptimizerEntry
+
+
+class NonFiniteLossError(TrainingError):
+    """A loss became NaN or inf; carries where and which part."""
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `train.amp` on `device` (None: full precision)."""
+    if amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cpu" else (
+            torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type == "cpu":
+            raise TrainingError("train.amp=fp16 needs a CUDA device; use amp=bf16 on the CPU")
+        return torch.float16
+    raise TrainingError(f"train.amp must be off, bf16, fp16 or auto, got {amp!r}")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """An autocast context for `dtype`, or a no-op when None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class TrainStepper:
+    """Implements the Stepper protocol the trainer hands to `Method.training_step`.
+
+    `step(loss, name)`: checks the loss is finite, zeroes that optimizer's gradients, back-propagates
+    (scaled under fp16), averages gradients across ranks when distributed, clips, steps.
+    """
+
+    def __init__(self, optimizers: Mapping[str, OptimizerEntry], *, scaler: "torch.amp.GradScaler | None" = None,
+                 grad_clip: float = 0.0, distributed: bool = False) -> None:
+        self.optimizers = dict(optimizers)
+        self.scaler = scaler
+        self.grad_clip = float(grad_clip)
+        self.distributed = distributed
+        self.epoch = 0
+        self.global_step = 0
+        self.step_counts: dict[str, int] = {name: 0 for name in self.optimizers}
+
+    def __call__(self, loss: torch.Tensor, name: str = "main", *, retain_graph: bool = False,
+                 parts: Mapping[str, torch.Tensor] | None = None) -> None:
+        if name not in self.optimizers:
+            raise TrainingError(f"the method stepped an optimizer named {name!r}; it declared {sorted(self.optimizers)}")
+        if not torch.isfinite(loss.detach()).all():
+            bad = [k for k, v in (parts or {}).items() if not torch.isfinite(torch.as_tensor(v).detach()).all()]
+            which = f"loss part(s) {', '.join(bad)}" if bad else f"the '{name}' objective"
+            raise NonFiniteLossError(
+                f"{which} became {float(loss.detach())} at epoch {self.epoch}, step {self.global_step}"
+            )
+        opt, _ = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward(retain_graph=retain_graph)
+        else:
+            loss.backward(retain_graph=retain_graph)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if self.distributed:
+            average_gradients(params)
+        if self.grad_clip > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        self.step_counts[name] += 1
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """All-reduce (mean) the gradients of `params` over the process group, coalesced into one buffer."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    # every rank must take part with the same tensors: materialise missing grads as zeros
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n

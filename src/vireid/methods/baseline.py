@@ -1,0 +1,88 @@
+"""The strong baseline: two-stream AGW network (base / agw / caj variants), specs/methods/baseline.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..core import Batch, ConfigError, Modality
+from ..registry import register_method
+from .base import Method, MethodOptions, Stepper, modality_codes
+
+VARIANTS = ("base", "agw", "caj")
+
+
+@dataclass
+class BaselineOptions(MethodOptions):
+    """Options of the baseline; `variant` picks the triplet loss, pooling and non-local defaults."""
+
+    name: str = "baseline"
+    variant: str = "caj"  # base | agw | caj
+    label_smoothing: float = 0.0
+    triplet_weight: float = 1.0
+    margin: float = 0.3  # base: batch-hard margin
+    caj_alpha: float = 1.0
+    caj_gamma: float = 1.0
+
+
+@register_method("baseline")
+class Baseline(Method):
+    """ResNet with modality-specific stems, GeM (or avg) pooling, BN-neck, CE + triplet (WRT / CAJ / batch-hard)."""
+
+    Options = BaselineOptions
+
+    def __init__(self, cfg, num_classes: int) -> None:
+        super().__init__(cfg, num_classes)
+        from ..models import BNNeck, Classifier, ResNetBackbone, build_pooling
+
+        opts: BaselineOptions = cfg.method
+        if opts.variant not in VARIANTS:
+            raise ConfigError(f"method.variant must be one of {VARIANTS}, got {opts.variant!r}")
+        m = cfg.model
+        self.backbone = ResNetBackbone(
+            arch=m.arch, last_stride=m.last_stride, modality_specific=tuple(m.modality_specific),
+            in_channels=m.in_channels, non_local=m.non_local, non_local_inter=m.non_local_inter,
+            pretrained=m.pretrained)
+        dim = self.backbone.out_channels
+        self.pool = build_pooling(m.pooling, m.gem_p)
+        self.neck = BNNeck(dim, bias_frozen=True, weight_init="kaiming")
+        self.classifier = Classifier(dim, num_classes, bias=False, init_std=0.001)
+        self.dim = dim
+
+    def head_parameters(self):
+        return list(self.neck.parameters()) + list(self.classifier.parameters())
+
+    def forward(self, images: torch.Tensor, modalities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-BN pooled feature and post-BN feature of each image."""
+        pooled = self.pool(self.backbone(images, modalities))
+        return pooled, self.neck(pooled)
+
+    def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
+        from ..losses import batch_hard_triplet, caj_triplet, cross_entropy, weighted_regularized_triplet
+
+        opts: BaselineOptions = self.cfg.method
+        pooled, feat = self(batch.images, batch.modalities)
+        logits = self.classifier(feat)
+        ce = cross_entropy(logits, batch.labels, label_smoothing=opts.label_smoothing)
+        if opts.variant == "base":
+            tri = batch_hard_triplet(pooled, batch.labels, margin=opts.margin)
+        elif opts.variant == "agw":
+            tri = weighted_regularized_triplet(pooled, batch.labels)
+        else:
+            tri = caj_triplet(pooled, batch.labels, alpha=opts.caj_alpha, gamma=opts.caj_gamma)
+        loss = ce + opts.triplet_weight * tri
+        step(loss, "main", parts={"ce": ce, "triplet": tri})
+        with torch.no_grad():
+            acc = (logits.argmax(1) == batch.labels).float().mean()
+        return {"loss": loss.item(), "ce": ce.item(), "triplet": tri.item(), "acc": acc.item()}
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, modality: "Modality | torch.Tensor") -> dict[str, torch.Tensor]:
+        codes = modality_codes(modality, images.shape[0], images.device)
+        pooled, feat = self(images, codes)
+        return {"bn": F.normalize(feat.float(), dim=1), "pool": F.normalize(pooled.float(), dim=1)}
+
+    def feature_dims(self) -> dict[str, int]:
+        return {"bn": self.dim, "pool": self.dim}
