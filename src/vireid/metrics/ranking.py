@@ -1,0 +1,284 @@
+"""CMC, mAP and mINP of ranked galleries under the VI-ReID filter rules (protocols.md section 3).
+
+For one query, L is the gallery sorted by distance ascending (stable sort, so ties keep gallery
+order) with the rule's filtered items removed; m_k marks a true match at 1-based position k of L:
+
+- AP  = (1/|G|) * sum_{k: m_k=1} (sum_{j<=k} m_j) / k          (non-interpolated, image level)
+- INP = |G| / R_hard, R_hard = position of the last match in L  (TPAMI survey)
+- CMC image level: 1 from the first match on; identity level: 1 from the position of the query
+  identity in L with every identity kept at its first occurrence only.
+
+Queries without any match in L are invalid and skipped by every average. A query's CMC row is
+padded with its last value (1 for a valid query) up to `max_rank`, so small galleries never crash
+(pitfall P5). The work is vectorised in torch over chunks of queries, on the device of `dist`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..core import CMC_KINDS, RULES, EvaluationError
+
+REPORT_RANKS = (1, 5, 10, 20)
+
+# Bytes of working memory one (query, gallery) cell needs inside `_rank_chunk`: about ten int64
+# matrices (order, pids, cumsums, positions, ...) plus a few boolean and float64 ones.
+_BYTES_PER_CELL = 112
+_CPU_BUDGET = 512 * 2**20
+_CUDA_BUDGET = 2 * 2**30
+
+
+@dataclass
+class RankingMetrics:
+    """CMC curve, mAP and mINP over valid queries, plus per-query AP, INP and first-hit rank."""
+
+    cmc: np.ndarray
+    mAP: float
+    mINP: float
+    num_valid_queries: int
+    ap: np.ndarray = field(repr=False)
+    inp: np.ndarray = field(repr=False)
+    first_hit: np.ndarray = field(repr=False)
+    num_queries: int = 0
+    num_gallery: int = 0
+    requested_max_rank: int = 20
+
+    def rank(self, r: int) -> "float | None":
+        """CMC at 1-based rank r; past the gallery size the curve stays at its last value.
+
+        None when r exceeds the `max_rank` asked for (the value was not computed).
+        """
+        if r < 1:
+            raise ValueError(f"rank must be >= 1, got {r}")
+        if r > self.requested_max_rank:
+            return None
+        # max_rank was clipped to the gallery size: every item is in the list by then, so the
+        # curve is flat (padding rule P5) and its last value is exact.
+        return float(self.cmc[min(r, len(self.cmc)) - 1])
+
+    def summary(self) -> dict[str, "float | None"]:
+        """rank1, rank5, rank10, rank20, mAP, mINP as fractions in [0, 1]."""
+        out: dict[str, "float | None"] = {f"rank{r}": self.rank(r) for r in REPORT_RANKS}
+        out["mAP"] = float(self.mAP)
+        out["mINP"] = float(self.mINP)
+        return out
+
+
+def evaluate_ranking(
+    dist: "np.ndarray | torch.Tensor",
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    *,
+    rule: str,
+    cmc: str = "identity",
+    max_rank: int = 20,
+    chunk_size: "int | None" = None,
+    memory_budget: "int | None" = None,
+) -> RankingMetrics:
+    """Rank each query's gallery by `dist` (smaller = better) and return CMC/mAP/mINP (section 3).
+
+    `rule`: "sysu_location" (a camera-3 query ignores every camera-2 gallery item),
+    "same_pid_same_cam" (LLCM: drop same identity and same camera), "none" (RegDB).
+    `cmc`: "identity" (first occurrence of each gallery identity) or "image".
+    `max_rank` is clipped to the number of gallery images. Queries are processed `chunk_size`
+    rows at a time (default: as many as `memory_budget` bytes allow).
+    """
+    if rule not in RULES:
+        raise EvaluationError(f"unknown rule {rule!r}: expected one of {', '.join(RULES)}")
+    if cmc not in CMC_KINDS:
+        raise EvaluationError(f"unknown cmc kind {cmc!r}: expected one of {', '.join(CMC_KINDS)}")
+    d = _as_tensor(dist, "dist")
+    if d.dim() != 2:
+        raise EvaluationError(f"dist must be a 2-d (num_query, num_gallery) matrix, got shape {tuple(d.shape)}")
+    nq, ng = int(d.shape[0]), int(d.shape[1])
+    if ng == 0:
+        raise EvaluationError("empty gallery: dist has 0 columns; a trial needs at least one gallery image")
+    if nq == 0:
+        raise EvaluationError("no query: dist has 0 rows; a trial needs at least one query image")
+    if int(max_rank) < 1:
+        raise EvaluationError(f"max_rank must be >= 1, got {max_rank}")
+    dev = d.device
+    qp = _ids(q_pids, "q_pids", nq, dev, d.shape)
+    gp = _ids(g_pids, "g_pids", ng, dev, d.shape)
+    need_cams = rule != "none"
+    qc = _ids(q_camids, "q_camids", nq, dev, d.shape, optional=not need_cams)
+    gc = _ids(g_camids, "g_camids", ng, dev, d.shape, optional=not need_cams)
+
+    g_uniq, g_inv = torch.unique(gp, return_inverse=True)
+    rows = chunk_size or _auto_chunk(ng, dev, memory_budget)
+    aps, inps, hits = [], [], []
+    for start in range(0, nq, rows):
+        stop = min(nq, start + rows)
+        block = d[start:stop]
+        if block.dtype in (torch.float16, torch.bfloat16):
+            block = block.float()
+        if not bool(torch.isfinite(block).all()):
+            _raise_non_finite(d, rows)
+        ap, inp, hit = _rank_chunk(block, qp[start:stop], gp, qc[start:stop] if qc is not None else None,
+                                   gc, g_inv, int(g_uniq.numel()), rule, cmc)
+        aps.append(ap.cpu())
+        inps.append(inp.cpu())
+        hits.append(hit.cpu())
+    ap_all = torch.cat(aps).numpy()
+    inp_all = torch.cat(inps).numpy()
+    hit_all = torch.cat(hits).numpy()
+    if not (hit_all > 0).any():
+        raise EvaluationError(_no_valid_message(qp, gp, rule, nq, ng))
+    return summarize(ap_all, inp_all, hit_all, max_rank=int(max_rank), num_gallery=ng)
+
+
+def summarize(ap: np.ndarray, inp: np.ndarray, first_hit: np.ndarray, *, max_rank: int,
+              num_gallery: int) -> RankingMetrics:
+    """Means over valid queries (first_hit > 0): CMC(r) = #{first_hit <= r} / #valid, mAP, mINP."""
+    first_hit = np.asarray(first_hit, dtype=np.int64)
+    valid = first_hit > 0
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        raise EvaluationError(f"no valid query among {len(first_hit)}: no query has a true match in the gallery")
+    length = max(1, min(int(max_rank), int(num_gallery)))
+    counts = np.bincount(first_hit[valid], minlength=length + 1)[1:length + 1]
+    curve = np.cumsum(counts, dtype=np.float64) / n_valid
+    return RankingMetrics(
+        cmc=curve,
+        mAP=float(np.mean(ap[valid], dtype=np.float64)),
+        mINP=float(np.mean(inp[valid], dtype=np.float64)),
+        num_valid_queries=n_valid,
+        ap=np.asarray(ap, dtype=np.float64),
+        inp=np.asarray(inp, dtype=np.float64),
+        first_hit=first_hit,
+        num_queries=len(first_hit),
+        num_gallery=int(num_gallery),
+        requested_max_rank=int(max_rank),
+    )
+
+
+def _rank_chunk(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: "torch.Tensor | None",
+                gc: "torch.Tensor | None", g_inv: torch.Tensor, num_ids: int, rule: str,
+                cmc: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-query AP, INP (NaN when invalid) and first-hit rank (-1 when invalid) of one row block."""
+    c, g = d.shape
+    order = torch.argsort(d, dim=1, stable=True)
+    match = gp[order] == qp[:, None]
+    if rule == "none":
+        keep = None
+    elif rule == "sysu_location":
+        # Location rule of the official code: camera 3 (IR) shares its room with camera 2, so a
+        # camera-3 query drops every camera-2 item whatever its identity.
+        keep = ~((qc == 3)[:, None] & (gc[order] == 2))
+    else:
+        keep = ~(match & (gc[order] == qc[:, None]))
+    m = match if keep is None else match & keep
+    num_pos = m.sum(1)
+    valid = num_pos > 0
+
+    positions = torch.arange(1, g + 1, device=d.device)
+    # 1-based position of each item in the filtered list L (meaningful where keep is true).
+    rank = positions.expand(c, g) if keep is None else keep.cumsum(1)
+    hits_so_far = m.cumsum(1)
+    precision = torch.where(m, hits_so_far.double() / rank.double(), torch.zeros((), dtype=torch.float64,
+                                                                                   device=d.device))
+    denom = num_pos.clamp(min=1).double()
+    ap = precision.sum(1) / denom
+    last = torch.where(m, rank, torch.zeros((), dtype=rank.dtype, device=d.device)).amax(1)
+    inp = num_pos.double() / last.clamp(min=1).double()
+
+    first_pos = m.to(torch.uint8).argmax(1, keepdim=True)  # first true match (argmax returns the first max)
+    if cmc == "image":
+        first_hit = rank.gather(1, first_pos).squeeze(1)
+    else:
+        ids = g_inv[order]
+        pos0 = positions - 1
+        pos_kept = pos0.expand(c, g) if keep is None else torch.where(keep, pos0, torch.full((), g, device=d.device))
+        first_seen = torch.full((c, num_ids), g, dtype=pos_kept.dtype, device=d.device)
+        first_seen.scatter_reduce_(1, ids, pos_kept, reduce="amin", include_self=True)
+        # An item opens a new identity iff it is the first kept occurrence of its identity.
+        is_first = first_seen.gather(1, ids) == pos0
+        first_hit = is_first.cumsum(1).gather(1, first_pos).squeeze(1)
+
+    nan = torch.full((), float("nan"), dtype=torch.float64, device=d.device)
+    ap = torch.where(valid, ap, nan)
+    inp = torch.where(valid, inp, nan)
+    first_hit = torch.where(valid, first_hit, torch.full((), -1, dtype=first_hit.dtype, device=d.device))
+    return ap, inp, first_hit
+
+
+def _auto_chunk(num_gallery: int, device: torch.device, budget: "int | None") -> int:
+    """Rows per chunk so that one chunk's working matrices fit in `budget` bytes."""
+    if budget is None:
+        budget = _CUDA_BUDGET if device.type == "cuda" else _CPU_BUDGET
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = min(budget, free // 4)
+    return max(1, int(budget) // (_BYTES_PER_CELL * max(1, num_gallery)))
+
+
+def _as_tensor(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    arr = np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise EvaluationError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float64)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _ids(x: Any, name: str, n: int, device: torch.device, dshape: Sequence[int],
+         optional: bool = False) -> "torch.Tensor | None":
+    """An int64 vector of length n on `device`; shape errors name both shapes."""
+    if x is None:
+        if optional:
+            return None
+        raise EvaluationError(f"{name} is required by this rule (got None)")
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if t.dim() != 1 or int(t.shape[0]) != n:
+        axis = "rows" if name.startswith("q") else "columns"
+        raise EvaluationError(
+            f"{name} has shape {tuple(t.shape)} but dist has shape {tuple(dshape)}: {name} needs one entry "
+            f"per dist {axis} ({n})")
+    if t.is_floating_point():
+        if not bool(torch.equal(t, t.round())):
+            raise EvaluationError(f"{name} must hold integers, got non-integral values")
+    return t.to(device=device, dtype=torch.int64)
+
+
+def _raise_non_finite(d: torch.Tensor, rows: int) -> None:
+    """Count the non-finite entries of `d` (chunk by chunk) and raise naming the first one."""
+    count, first = 0, None
+    for start in range(0, int(d.shape[0]), rows):
+        bad = ~torch.isfinite(d[start:start + rows])
+        n = int(bad.sum())
+        if n and first is None:
+            r, c = (int(v) for v in bad.nonzero()[0])
+            first = (start + r, c, float(d[start + r, c]))
+        count += n
+    assert first is not None
+    raise EvaluationError(
+        f"dist has {count} non-finite value(s) (NaN or inf) out of {d.numel()}; the first is {first[2]} at "
+        f"(query {first[0]}, gallery {first[1]}). Check the features for NaN/inf (a diverged model or an "
+        "empty image) before evaluating")
+
+
+def _no_valid_message(qp: torch.Tensor, gp: torch.Tensor, rule: str, nq: int, ng: int) -> str:
+    q_ids = set(qp.unique().tolist())
+    g_ids = set(gp.unique().tolist())
+    shared = q_ids & g_ids
+    if not shared:
+        why = (f"the query identities ({_few(q_ids)}) and the gallery identities ({_few(g_ids)}) do not overlap")
+    else:
+        why = (f"{len(shared)} identities are shared, but the '{rule}' filter removes every true match")
+    return (f"no valid query among {nq} queries x {ng} gallery images: {why}. A query is valid only if a "
+            "true match survives the filter; check that query and gallery come from the same test identities "
+            "and that the rule fits the dataset")
+
+
+def _few(ids: set, k: int = 5) -> str:
+    s = sorted(ids)
+    more = f", ... ({len(s)} in all)" if len(s) > k else ""
+    return ", ".join(map(str, s[:k])) + more
