@@ -245,7 +245,7 @@ class Trainer:
             raise ConfigError("train.select_best=val needs validation identities: set data.train_split=train (SYSU)")
         results = run_trials(self.method, self.cfg, [validation_trial(self.dataset.val)], self.device, self.dist,
                              features=("bn",), progress=False)
-        r1 = float(results.summary("bn")["rank1"])
+        r1 = float(results["bn"]["rank1"])
         if log is not None:
             log.log({"kind": "val", "epoch": epoch, "step": self.stepper.global_step, "rank1": r1},
                     self.stepper.global_step)
