@@ -1,1 +1,17 @@
-"""vireid.losses"""
+"""vireid.losses: every loss as a function with its formula in the docstring (float32 math inside)."""
+
+from .classification import cross_entropy
+from .distance import pairwise_euclidean
+from .triplet import (
+    batch_hard_triplet,
+    caj_triplet,
+    cross_modality_triplet,
+    hard_example_mining,
+    weighted_pair_distances,
+    weighted_regularized_triplet,
+)
+
+__all__ = [
+    "cross_entropy", "pairwise_euclidean", "batch_hard_triplet", "caj_triplet", "cross_modality_triplet",
+    "hard_example_mining", "weighted_pair_distances", "weighted_regularized_triplet",
+]
