@@ -10,7 +10,7 @@ from vireid.engine.checkpoint import load_model_state
 from vireid.engine.stepper import TrainStepper
 from vireid.methods import available_methods, build_method
 
-from .helpers import tiny_batch, tiny_config
+from tests.helpers import tiny_batch, tiny_config
 
 NUM_CLASSES = 6
 

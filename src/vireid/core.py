@@ -81,6 +81,11 @@ class Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in
                        (self.images, self.labels, self.modalities, self.camids, self.indices)))
 
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies, so DataLoader(pin_memory=True) speeds up host-to-GPU copies of a Batch."""
+        return Batch(*(t.pin_memory() for t in
+                       (self.images, self.labels, self.modalities, self.camids, self.indices)))
+
     @property
     def visible_mask(self) -> "torch.Tensor":
         """Boolean mask of visible images."""

@@ -1,0 +1,1 @@
+"""vireid test suite."""

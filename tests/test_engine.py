@@ -1,0 +1,115 @@
+"""The training engine end to end on a tiny dataset: run directory, checkpoints, resume, NaN guard, AMP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vireid.cli import main as cli_main
+from vireid.core import CheckpointError, TrainingError
+from vireid.engine.checkpoint import find_checkpoint, load_model_state, read_checkpoint
+from vireid.engine.trainer import Trainer
+
+from tests.engine_fixtures import config_args, make_tiny_sysu, tiny_train_config
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_tiny_sysu(tmp_path_factory.mktemp("data") / "sysu")
+
+
+def test_train_writes_a_complete_run_directory(data_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(data_root), run).fit()
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    assert all(r["images_per_s"] > 0 for r in epochs)
+    ck = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert ck["epoch"] == 2 and ck["global_step"] == 6 and ck["method"] == "baseline"
+    assert not list(run.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_refuses_to_overwrite_a_trained_run(data_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(data_root, "train.epochs=1"), run).fit()
+    with pytest.raises(TrainingError, match=r"already holds a trained run.*--resume auto"):
+        Trainer(tiny_train_config(data_root, "train.epochs=1"), run)
+
+
+def test_eval_refuses_a_run_without_checkpoint(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"no trained checkpoint in .*refusing to evaluate an untrained model"):
+        find_checkpoint(tmp_path / "empty")
+    assert cli_main(["eval", str(tmp_path / "empty")]) == 2
+    assert "refusing to evaluate an untrained model" in capsys.readouterr().err
+
+
+def test_wrong_method_checkpoint_is_refused(data_root, tmp_path):
+    from vireid.methods import build_method
+
+    cfg = tiny_train_config(data_root)
+    model = build_method(cfg, 8)
+    with pytest.raises(CheckpointError, match=r"trained with method 'cmgan', but the model is 'baseline'"):
+        load_model_state(model, model.state_dict(), source="x.pt", method="cmgan", expected_method="baseline")
+    state = dict(model.state_dict())
+    state["extra.weight"] = state.pop("classifier.weight" if "classifier.weight" in state else next(iter(state)))
+    with pytest.raises(CheckpointError, match=r"missing keys: .*unexpected keys: extra.weight"):
+        load_model_state(model, state, source="x.pt")
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(data_root, tmp_path, monkeypatch):
+    from vireid.methods.baseline import Baseline
+
+    run = tmp_path / "run"
+    original = Baseline.training_step
+
+    def poisoned(self, batch, step):
+        if step.epoch == 1 and step.global_step == 3:
+            loss = torch.tensor(float("nan"), requires_grad=True)
+            step(loss, "main", parts={"ce": loss, "triplet": torch.tensor(0.5)})
+        return original(self, batch, step)
+
+    monkeypatch.setattr(Baseline, "training_step", poisoned)
+    with pytest.raises(TrainingError, match=r"loss part\(s\) ce became nan at epoch 1, step 3.*last good checkpoint"):
+        Trainer(tiny_train_config(data_root), run).fit()
+    ck = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert ck["epoch"] == 0  # the checkpoint of the last complete epoch is intact
+
+
+def test_bf16_autocast_on_cpu_gives_finite_losses(data_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(data_root, "train.amp=bf16", "train.epochs=1"), run).fit()
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert records and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_exact(data_root, tmp_path):
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    base = [sys.executable, "-m", "vireid", "train", *config_args(data_root), "--no-progress"]
+    straight = tmp_path / "straight"
+    subprocess.run([*base, "--out", str(straight)], check=True, env=env, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.run([*base, "--out", str(killed)], env={**env, "VIREID_TEST_KILL_AFTER_EPOCH": "0"},
+                          capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert read_checkpoint(killed / "checkpoints" / "last.pt")["epoch"] == 0
+    subprocess.run([*base, "--out", str(killed), "--resume", "auto"], check=True, env=env, capture_output=True)
+    a, b = _final_weights(straight), _final_weights(killed)
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].dtype.is_floating_point)
+    assert worst <= 1e-6, f"resumed weights differ from the uninterrupted run by {worst}"
