@@ -110,8 +110,50 @@ def evaluate_ranking(
     qc = _ids(q_camids, "q_camids", nq, dev, d.shape, optional=not need_cams)
     gc = _ids(g_camids, "g_camids", ng, dev, d.shape, optional=not need_cams)
 
+    ap, inp, hit = _rank_all(d, qp, gp, qc, gc, rule, cmc, chunk_size, memory_budget)
+    if not (hit > 0).any():
+        raise EvaluationError(_no_valid_message(qp, gp, rule, nq, ng))
+    return summarize(ap, inp, hit, max_rank=int(max_rank), num_gallery=ng)
+
+
+def rank_queries(
+    dist: "np.ndarray | torch.Tensor",
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    *,
+    rule: str,
+    cmc: str = "identity",
+    chunk_size: "int | None" = None,
+    memory_budget: "int | None" = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-query AP, INP (NaN if invalid) and first-hit rank (-1 if invalid), without averaging.
+
+    For callers that score a large trial block by block (then `summarize` the concatenation).
+    """
+    if rule not in RULES:
+        raise EvaluationError(f"unknown rule {rule!r}: expected one of {', '.join(RULES)}")
+    if cmc not in CMC_KINDS:
+        raise EvaluationError(f"unknown cmc kind {cmc!r}: expected one of {', '.join(CMC_KINDS)}")
+    d = _as_tensor(dist, "dist")
+    if d.dim() != 2 or d.shape[1] == 0:
+        raise EvaluationError(f"dist must be a (num_query, num_gallery >= 1) matrix, got shape {tuple(d.shape)}")
+    nq, ng = int(d.shape[0]), int(d.shape[1])
+    dev = d.device
+    optional = rule == "none"
+    return _rank_all(d, _ids(q_pids, "q_pids", nq, dev, d.shape), _ids(g_pids, "g_pids", ng, dev, d.shape),
+                     _ids(q_camids, "q_camids", nq, dev, d.shape, optional=optional),
+                     _ids(g_camids, "g_camids", ng, dev, d.shape, optional=optional),
+                     rule, cmc, chunk_size, memory_budget)
+
+
+def _rank_all(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: "torch.Tensor | None",
+              gc: "torch.Tensor | None", rule: str, cmc: str, chunk_size: "int | None",
+              memory_budget: "int | None") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    nq, ng = int(d.shape[0]), int(d.shape[1])
     g_uniq, g_inv = torch.unique(gp, return_inverse=True)
-    rows = chunk_size or _auto_chunk(ng, dev, memory_budget)
+    rows = chunk_size or _auto_chunk(ng, d.device, memory_budget)
     aps, inps, hits = [], [], []
     for start in range(0, nq, rows):
         stop = min(nq, start + rows)
@@ -125,12 +167,7 @@ def evaluate_ranking(
         aps.append(ap.cpu())
         inps.append(inp.cpu())
         hits.append(hit.cpu())
-    ap_all = torch.cat(aps).numpy()
-    inp_all = torch.cat(inps).numpy()
-    hit_all = torch.cat(hits).numpy()
-    if not (hit_all > 0).any():
-        raise EvaluationError(_no_valid_message(qp, gp, rule, nq, ng))
-    return summarize(ap_all, inp_all, hit_all, max_rank=int(max_rank), num_gallery=ng)
+    return torch.cat(aps).numpy(), torch.cat(inps).numpy(), torch.cat(hits).numpy()
 
 
 def summarize(ap: np.ndarray, inp: np.ndarray, first_hit: np.ndarray, *, max_rank: int,

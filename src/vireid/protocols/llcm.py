@@ -37,13 +37,15 @@ def llcm_trials(test_samples: Sequence[Sample], direction: str = "ir_to_visible"
     choose("llcm", "direction", direction, tuple(DIRECTIONS))
     trials = positive_int("llcm", "trials", trials)
     key = llcm_key(direction)
+    opts = {"direction": direction, "trials": trials}
     out = []
     if direction == "visible_to_ir_transposed":
         gallery = of_modality(test_samples, Modality.VISIBLE, CAMS[Modality.VISIBLE])
         for t in range(trials):
             query = llcm_sampled(test_samples, Modality.INFRARED, t)
             info = {"protocol": key, "dataset": "llcm", "trial": t, "seed": t, "direction": direction,
-                    "sampled_side": "query", "label": TRANSPOSED_LABEL}
+                    "sampled_side": "query", "label": TRANSPOSED_LABEL, "options": opts,
+                    "gallery_sampler": "all VIS test images (the sampled NIR set is the query)"}
             out.append(EvalTrial(f"{key}/trial{t}", query, gallery, "same_pid_same_cam", "identity", info))
         return out
     q_mod = Modality.INFRARED if direction == "ir_to_visible" else Modality.VISIBLE
@@ -51,7 +53,8 @@ def llcm_trials(test_samples: Sequence[Sample], direction: str = "ir_to_visible"
     query = of_modality(test_samples, q_mod, CAMS[q_mod])
     for t in range(trials):
         info = {"protocol": key, "dataset": "llcm", "trial": t, "seed": t, "direction": direction,
-                "sampled_side": "gallery"}
+                "sampled_side": "gallery", "options": opts,
+                "gallery_sampler": "agw-style random (one per identity and camera)"}
         out.append(EvalTrial(f"{key}/trial{t}", query, llcm_sampled(test_samples, g_mod, t),
                              "same_pid_same_cam", "identity", info))
     return out
@@ -71,8 +74,8 @@ def llcm_protocol(test_samples: Sequence[Sample], root: "str | Path | None" = No
     transposed = direction == "visible_to_ir_transposed"
     return Protocol(
         dataset="llcm", name=llcm_key(direction), options={"direction": direction, "trials": trials},
-        direction=direction, gallery_sampler="agw-style random (one per identity and camera)"
-        + (", sampled NIR set used as the QUERY" if transposed else ""),
+        direction=direction, gallery_sampler=("all VIS test images (the sampled NIR set is the query)" if transposed
+                                              else "agw-style random (one per identity and camera)"),
         rule="same_pid_same_cam", cmc_kind="identity",
         build=lambda: llcm_trials(samples, direction, trials),
         notes=(f"{TRANSPOSED_LABEL}: sampled NIR queries against all VIS test images; not the VIS->IR protocol "

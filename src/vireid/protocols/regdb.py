@@ -26,7 +26,8 @@ def regdb_trials(test_samples: Sequence[Sample], direction: str = "visible_to_th
                     else (Modality.INFRARED, Modality.VISIBLE))
     key = regdb_key(direction)
     info = {"protocol": key, "dataset": "regdb", "trial": trial, "split": trial, "direction": direction,
-            "sampled_side": "none"}
+            "sampled_side": "none", "gallery_sampler": "none (all test images)",
+            "options": {"trial": trial, "direction": direction}}
     return [EvalTrial(f"{key}/trial{trial}", of_modality(test_samples, q_mod), of_modality(test_samples, g_mod),
                       "none", "image", info)]
 

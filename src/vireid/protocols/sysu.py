@@ -148,7 +148,8 @@ def sysu_trials(test_samples: Sequence[Sample], mode: str = "all", shots: int = 
             draw = {"rand_perm_row": t + 1}
         info = {"protocol": key, "dataset": "sysu", "trial": t, "mode": mode, "shots": shots,
                 "gallery_sampler": gallery_sampler, "direction": "infrared_to_visible",
-                "sampled_side": "gallery", **draw}
+                "sampled_side": "gallery", **draw,
+                "options": {"mode": mode, "shots": shots, "gallery_sampler": gallery_sampler, "trials": trials}}
         out.append(EvalTrial(f"{key}/trial{t}", query, gallery, "sysu_location", "identity", info))
     return out
 
