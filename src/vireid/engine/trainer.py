@@ -163,6 +163,10 @@ class Trainer:
         finally:
             if log is not None:
                 log.close()
+        dump = os.environ.get("VIREID_TEST_DUMP_RANK_STATE")  # test hook: each rank's final weights
+        if dump:
+            Path(dump).mkdir(parents=True, exist_ok=True)
+            torch.save(self.method.state_dict(), Path(dump) / f"rank{self.dist.rank}.pt")
         D.barrier(self.dist)
         return self.method
 
