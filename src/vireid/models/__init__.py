@@ -15,18 +15,12 @@ from .backbone import (
 from .neck import BNNeck, Classifier
 from .nonlocal_block import NonLocalBlock
 from .pooling import GeM, GlobalAvgPool, build_pooling
+from .pretrained import PretrainedReport, imagenet_cache_path, load_pretrained, read_state_dict_file
 
 __all__ = [
     "ARCHS", "MODALITY_KEYS", "NON_LOCAL_COUNTS", "STAGES", "ModalitySpecific", "ResNetBackbone", "ResStage",
     "Stem", "modality_codes_of", "widen_conv1_weight", "BNNeck", "Classifier", "NonLocalBlock", "GeM",
-    "GlobalAvgPool", "build_pooling", "load_pretrained",
+    "GlobalAvgPool", "build_pooling", "load_pretrained", "PretrainedReport", "imagenet_cache_path",
+    "read_state_dict_file",
 ]
 
-
-def __getattr__(name: str):
-    # pretrained.py is imported lazily: it is only needed when weights are loaded.
-    if name == "load_pretrained":
-        from .pretrained import load_pretrained
-
-        return load_pretrained
-    raise AttributeError(f"module 'vireid.models' has no attribute {name!r}")
