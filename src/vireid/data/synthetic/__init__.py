@@ -5,11 +5,11 @@ See docs/synthetic.md. Importing this package does not import torch.
 
 from .generator import (
     GENERATOR, LAYOUTS, MANIFEST, VERSION, SynthResult, generate, read_manifest, render_shot, resolve_arguments,
-    synthesize,
+    shot_scene, synthesize,
 )
 from .layouts import DEFAULTS
 
 __all__ = [
     "DEFAULTS", "GENERATOR", "LAYOUTS", "MANIFEST", "VERSION", "SynthResult", "generate", "read_manifest",
-    "render_shot", "resolve_arguments", "synthesize",
+    "render_shot", "resolve_arguments", "shot_scene", "synthesize",
 ]

@@ -24,7 +24,7 @@ from ...core import ConfigError, DatasetError
 from .cameras import LAYOUT_CODES, CameraParams, CameraSpec, background, camera_params
 from .identity import make_identity
 from .layouts import DEFAULTS, MIN_IDS, PLANNERS, Plan, Shot, camera_name, counts
-from .render import render, sample_scene
+from .render import Scene, render, sample_scene
 
 GENERATOR = "SynthVI"
 VERSION = "1.0"
@@ -101,19 +101,34 @@ def _params(spec: CameraSpec) -> CameraParams:
     return cache[spec]
 
 
+def _shot_streams(shot: Shot, spec: CameraSpec, seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """(geometry, sensor) generators of a shot: geometry is shared by shots of one instant."""
+    base = [int(seed), STREAM_IMAGE, LAYOUT_CODES[spec.layout], shot.pid, shot.scene, shot.index]
+    geometry = np.random.default_rng(np.random.SeedSequence(base + [0]))
+    sensor = np.random.default_rng(np.random.SeedSequence(base + [1 + spec.modality.code]))
+    return geometry, sensor
+
+
+def shot_scene(shot: Shot, cameras: list[CameraSpec], seed: int, difficulty: float,
+               size: tuple[int, int]) -> Scene:
+    """The geometry (view, pose, box, occluder) of a planned image; equal for a RegDB pair."""
+    spec = cameras[shot.camera]
+    h, w = size
+    plate = background(seed, spec, h + h // 4, w + w // 2)
+    geometry, _ = _shot_streams(shot, spec, seed)
+    return sample_scene(make_identity(seed, shot.pid, difficulty), spec, size, difficulty, geometry,
+                        plate.shape[-2:], view=shot.view)
+
+
 def render_shot(shot: Shot, cameras: list[CameraSpec], seed: int, difficulty: float,
                 size: tuple[int, int]) -> np.ndarray:
     """The pixels of one planned image: uint8 (H, W, C) with C = the camera's channels on disk."""
-    from PIL import Image  # noqa: F401  (imported here so workers fail early if Pillow is missing)
-
     spec = cameras[shot.camera]
     h, w = size
     ident = make_identity(seed, shot.pid, difficulty)
     plate = background(seed, spec, h + h // 4, w + w // 2)
-    base = [int(seed), STREAM_IMAGE, LAYOUT_CODES[spec.layout], shot.pid, shot.scene, shot.index]
-    geometry = np.random.default_rng(np.random.SeedSequence(base + [0]))
+    geometry, sensor = _shot_streams(shot, spec, seed)
     scene = sample_scene(ident, spec, size, difficulty, geometry, plate.shape[-2:], view=shot.view)
-    sensor = np.random.default_rng(np.random.SeedSequence(base + [1 + spec.modality.code]))
     params = _params(spec) if _STATE else camera_params(spec, seed, difficulty)
     img = render(ident, scene, spec, params, plate, size, difficulty, sensor, seed)
     if img.ndim == 2 and spec.channels == 3:  # infrared stored as 3 equal channels
