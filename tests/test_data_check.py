@@ -93,13 +93,18 @@ def test_check_decode_lists_broken_images(tmp_path):
 
 
 def test_check_manifest_mismatch_is_a_problem(tmp_path):
-    root = make_regdb(tmp_path / "R")
-    manifest = {"generator": "SynthVI", "counts": {"train": {"ids": 3, "images": 12}, "test": {"images": 99}}}
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    root = make_regdb(tmp_path / "R")  # persons 1..3 train, 4..5 test; 2 images per modality each
+    cams = {"visible": {"modality": "visible", "identities": 5, "images": 10},
+            "thermal": {"modality": "infrared", "identities": 5, "images": 99}}
+    counts = {"splits": {"all": {"identities": 5, "images": 20, "cameras": cams}},
+              "trials": {"1": {"train_identities": 3, "test_identities": 2}}}
+    (root / "manifest.json").write_text(json.dumps({"generator": "SynthVI", "counts": counts}))
     report = check_dataset("regdb", root)
     assert report.synthetic
     (problem,) = report.problems
-    assert f"{root / 'manifest.json'}: manifest records test.images = 99, the reader found 8" in problem
+    assert problem.startswith(f"{root / 'manifest.json'}: manifest records train+test.infrared.cam2.images = 99, "
+                              "the reader found 10")
+    assert "counts match manifest.json (8 values compared, 1 differ)" in report.checks
 
 
 def test_check_non_image_file_is_a_warning_not_a_failure(tmp_path):
@@ -138,7 +143,6 @@ def _generate():
     return generate
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["sysu", "regdb", "llcm"])
 def test_synthetic_layouts_match_their_manifest(tmp_path, layout):
     generate = _generate()
@@ -149,3 +153,15 @@ def test_synthetic_layouts_match_their_manifest(tmp_path, layout):
     assert report.ok, report.format()
     assert report.synthetic
     assert any(c.startswith("counts match manifest.json") and "0 differ" in c for c in report.checks), report.checks
+    # A file lost after generation is a mismatch with the manifest (the reader itself still works).
+    from vireid.data.datasets import load_dataset
+
+    victim = Path(load_dataset(layout, out).test[0].path)
+    if layout == "regdb":  # RegDB reads its idx lists; drop the line too so only the count differs
+        idx = out / "idx" / "test_visible_1.txt"
+        rel = victim.relative_to(out).as_posix()
+        idx.write_text("".join(l + "\n" for l in idx.read_text().splitlines() if not l.startswith(rel + " ")))
+    victim.unlink()
+    report = check_dataset(layout, out, progress=False)
+    assert not report.ok
+    assert any("manifest.json: manifest records" in p and "images" in p for p in report.problems), report.problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -182,7 +183,7 @@ def check_dataset(
         if not report.synthetic and ds.info.get("train_split") == "train+val":
             _compare_sysu_official(report)
     if ds.info.get("manifest") is not None:
-        _compare_manifest(report, ds.info["manifest"], root / "manifest.json")
+        _compare_manifest(report, ds, root / "manifest.json")
     if decode:
         paths = sorted({s.path for split in SPLITS for s in getattr(ds, split)})
         bad = decode_all(paths, workers=workers, progress=progress)
@@ -205,48 +206,93 @@ def _compare_sysu_official(report: CheckReport) -> None:
         report.checks.append("counts equal the unmodified SYSU-MM01 (TV-11)")
 
 
-def _compare_manifest(report: CheckReport, manifest: dict, path: Path) -> None:
-    """Compare reader counts with the counts a synthetic set's manifest records; mismatches are problems."""
-    expected = manifest_counts(manifest)
+def _compare_manifest(report: CheckReport, ds: Any, path: Path) -> None:
+    """Compare reader counts with the counts a SynthVI manifest records; every mismatch is a problem."""
+    expected = manifest_expectations(ds.info["manifest"], ds.info)
     if not expected:
-        report.warnings.append(f"{path}: no counts this check understands; counts not compared")
+        report.warnings.append(f"{path}: records no counts this check understands; counts not compared")
         return
-    found = flat_counts(report.counts)
+    found = reader_counts(ds)
     mismatched = 0
-    for key, value in sorted(expected.items()):
-        if key in found and found[key] != value:
+    for key, value in expected.items():
+        if found.get(key, 0) != value:
             mismatched += 1
-            report.problem(f"{path}: manifest records {key} = {value}, the reader found {found[key]}; "
+            report.problem(f"{path}: manifest records {key} = {value}, the reader found {found.get(key, 0)}; "
                            "the set was modified or only partly written, regenerate it with --force")
-    compared = sum(1 for k in expected if k in found)
-    report.checks.append(f"counts match {path.name} ({compared} values compared, {mismatched} differ)")
+    report.checks.append(f"counts match {path.name} ({len(expected)} values compared, {mismatched} differ)")
 
 
-def flat_counts(counts: dict[str, Any]) -> dict[str, int]:
-    """Reader counts as flat keys: '<split>.ids', '<split>.images', '<split>.<modality>.images|ids'."""
+def _cam_key(name: str) -> "int | None":
+    """Camera number of a manifest camera name: sysu `cam3`, llcm `nir_cam4`, regdb `visible`/`thermal`."""
+    if name in ("visible", "thermal"):  # RegDB's single aligned pair: reader cams 1 and 2
+        return 1 if name == "visible" else 2
+    m = re.search(r"cam(\d+)$", name)
+    return int(m.group(1)) if m else None
+
+
+def manifest_expectations(manifest: dict, info: dict) -> dict[str, int]:
+    """Counts a SynthVI manifest implies for the reader's splits, as flat keys (see reader_counts)."""
+    counts = manifest.get("counts")
+    splits = counts.get("splits") if isinstance(counts, dict) else None
+    if not isinstance(splits, dict):
+        return {}
+    layout = info.get("layout")
+    if layout == "sysu":
+        groups = {"train": ["train", "val"] if info.get("train_split") == "train+val" else ["train"],
+                  "test": ["test"]}
+        if info.get("train_split") == "train":
+            groups["val"] = ["val"]
+    elif layout == "regdb":
+        groups = {"train+test": ["all"]}  # the manifest counts persons, the trial splits them
+    else:
+        groups = {"train": ["train"], "test": ["test"]}
     out: dict[str, int] = {}
-    for split, c in counts.items():
-        out[f"{split}.ids"] = c["ids"]
-        out[f"{split}.images"] = c["images"]
-        for mod in (Modality.VISIBLE.value, Modality.INFRARED.value):
-            out[f"{split}.{mod}.ids"] = c[mod]["ids"]
-            out[f"{split}.{mod}.images"] = c[mod]["images"]
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[key] = out.get(key, 0) + value
+
+    for ours, theirs in groups.items():
+        for split in theirs:
+            entry = splits.get(split)
+            if not isinstance(entry, dict):
+                continue
+            # Identities add up because the manifest's splits are disjoint.
+            add(f"{ours}.identities", entry.get("identities"))
+            add(f"{ours}.images", entry.get("images"))
+            for mod, m in (entry.get("modalities") or {}).items():
+                add(f"{ours}.{mod}.identities", m.get("identities"))
+                add(f"{ours}.{mod}.images", m.get("images"))
+            for name, c in (entry.get("cameras") or {}).items():
+                cam = _cam_key(name)
+                if cam is not None and c.get("modality") in ("visible", "infrared"):
+                    add(f"{ours}.{c['modality']}.cam{cam}.identities", c.get("identities"))
+                    add(f"{ours}.{c['modality']}.cam{cam}.images", c.get("images"))
+    if layout == "sysu":
+        add("test.indoor_identities", counts.get("test_indoor_identities"))
+    if layout == "regdb":
+        trial = (counts.get("trials") or {}).get(str(info.get("trial")))
+        if isinstance(trial, dict):
+            add("train.identities", trial.get("train_identities"))
+            add("test.identities", trial.get("test_identities"))
     return out
 
 
-def manifest_counts(manifest: dict) -> dict[str, int]:
-    """The manifest's counts as flat keys matching flat_counts (empty when it records none)."""
-    counts = manifest.get("counts")
-    if not isinstance(counts, dict):
-        return {}
+def reader_counts(ds: Any) -> dict[str, int]:
+    """The reader's counts under the keys manifest_expectations uses."""
+    groups = {"train": ds.train, "val": ds.val, "test": ds.test, "train+test": ds.train + ds.test}
     out: dict[str, int] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            out[prefix] = value
-
-    walk("", counts)
+    for name, samples in groups.items():
+        out[f"{name}.identities"] = len({s.pid for s in samples})
+        out[f"{name}.images"] = len(samples)
+        for s in samples:
+            for key in (f"{name}.{s.modality.value}.images", f"{name}.{s.modality.value}.cam{s.camid}.images"):
+                out[key] = out.get(key, 0) + 1
+        for mod in Modality:
+            sub = [s for s in samples if s.modality is mod]
+            out[f"{name}.{mod.value}.identities"] = len({s.pid for s in sub})
+            for cam in {s.camid for s in sub}:
+                out[f"{name}.{mod.value}.cam{cam}.identities"] = len({s.pid for s in sub if s.camid == cam})
+    out["test.indoor_identities"] = len({s.pid for s in ds.test if s.camid in (1, 2)
+                                         and s.modality is Modality.VISIBLE})
     return out
