@@ -74,11 +74,6 @@ def require_root(layout: str, root: Path, expected: str) -> None:
         raise LayoutError(layout, root, [f"dataset root {root} is a file, not a folder: expected {expected}"])
 
 
-def sorted_dirs(folder: Path) -> list[Path]:
-    """Sub-folders of `folder`, sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.name)
-
-
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside `folder`, sorted by name; other entries are skipped with a warning."""
     images: list[Path] = []
