@@ -19,6 +19,7 @@ from ..registry import register_method
 from .base import Method, MethodOptions, Stepper, modality_codes
 
 FAITHFUL_TO = ("code", "paper")
+LOSS_PARTS = ("sep", "cc", "ce", "ce_v", "ce_r", "kl")
 
 
 @dataclass
@@ -38,6 +39,20 @@ class MPANetOptions(MethodOptions):
     weight_kl: float = 2.5  # lambda_3
     update_rate: float = 0.2  # EMA alpha of the mean classifiers
     update_decay_start: int = 100  # alpha_e = min(start / (e + 1), 1) * update_rate, e 1-based; <= 0: constant
+
+
+def sid_weight(opts: MPANetOptions) -> float:
+    """Effective weight of L_sid_v + L_sid_r: 2 * weight_sid in the code (added twice, issue #6), weight_sid in the paper."""
+    return float(opts.weight_sid) if opts.faithful_to == "paper" else 2.0 * float(opts.weight_sid)
+
+
+def total_loss(parts: "dict[str, torch.Tensor | float]", opts: MPANetOptions) -> "torch.Tensor | float":
+    """L = w_sep L_sep + w_cc L_cc + w_id L_id + sid_weight (L_sid_v + L_sid_r) + w_kl L_KL (spec 4.2)."""
+    missing = [k for k in LOSS_PARTS if k not in parts]
+    if missing:
+        raise ValueError(f"total_loss needs the parts {LOSS_PARTS}, missing {missing}")
+    return (opts.weight_sep * parts["sep"] + opts.weight_cc * parts["cc"] + opts.weight_id * parts["ce"]
+            + sid_weight(opts) * (parts["ce_v"] + parts["ce_r"]) + opts.weight_kl * parts["kl"])
 
 
 @register_method("mpanet")
@@ -167,8 +182,6 @@ class MPANet(Method):
         logits_r = self.classifier_r(feat[ir])
         ce_v = cross_entropy(logits_v, labels[vis])
         ce_r = cross_entropy(logits_r, labels[ir])
-        # The code adds weight_sid * (ce_v + ce_r) twice (issue #6): effective weight 2 * weight_sid.
-        sid_weight = opts.weight_sid if paper else 2.0 * opts.weight_sid
 
         self.update_mean_classifiers()
         with torch.no_grad():
@@ -177,9 +190,9 @@ class MPANet(Method):
         kl = mutual_mean_kl(torch.cat([logits_v, logits_r]), torch.cat([mean_v, mean_r]),
                             torch.cat([batch.modalities[vis], batch.modalities[ir]]), faithful_to=opts.faithful_to)
 
-        loss = (opts.weight_sep * sep + opts.weight_cc * cc + opts.weight_id * ce
-                + sid_weight * (ce_v + ce_r) + opts.weight_kl * kl)
-        step(loss, "main", parts={"sep": sep, "cc": cc, "ce": ce, "ce_v": ce_v, "ce_r": ce_r, "kl": kl})
+        parts = {"sep": sep, "cc": cc, "ce": ce, "ce_v": ce_v, "ce_r": ce_r, "kl": kl}
+        loss = total_loss(parts, opts)
+        step(loss, "main", parts=parts)
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
         return {"loss": loss.item(), "sep": sep.item(), "cc": cc.item(), "cc_pull": pull.item(),
