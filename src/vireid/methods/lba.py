@@ -80,25 +80,28 @@ class LbA(Method):
 
         opts: LbAOptions = self.cfg.method
         labels, codes = batch.labels, batch.modalities
+        # stage order fixed (layer3, layer4): it fixes the generator draws and, as in the official code,
+        # the order the BN-neck sees the batches (its running statistics: ic3, ic4, then the ID batch)
+        stages = [s for s in ALIGN_STAGES if s in opts.align_stages]
+        pairs = {}
+        if stages:  # drawn before the forward pass so a batch CMAlign cannot pair fails at once
+            gen = torch.Generator().manual_seed(int(self.cfg.train.seed) + opts.pair_seed_offset + int(step.global_step))
+            pairs = {s: cross_modal_pairs(labels, codes, gen) for s in stages}
         x3 = self.backbone.forward_until(batch.images, codes, "layer3")
         x4 = self.backbone.forward_from(x3, codes, "layer3")
 
         ic_logits: dict[str, torch.Tensor] = {}
         dt_terms: dict[str, torch.Tensor] = {}
-        if opts.align_stages:
-            gen = torch.Generator().manual_seed(int(self.cfg.train.seed) + opts.pair_seed_offset + int(step.global_step))
-            maps = {"layer3": x3, "layer4": x4}
-            # stage order fixed (layer3, layer4): it fixes the generator draws and, as in the official code,
-            # the order the BN-neck sees the batches (its running statistics: ic3, ic4, then the ID batch)
-            for stage in (s for s in ALIGN_STAGES if s in opts.align_stages):
-                out = self.cmalign(maps[stage], cross_modal_pairs(labels, codes, gen))
-                recon = out.recon_pos.to(maps[stage].dtype)
-                if stage == "layer3":  # through the shared layer4
-                    recon = self.backbone.forward_from(recon, codes, "layer3")
-                ic_logits[stage] = self._head(recon)[1]
-                dt_terms[stage] = dense_triplet(maps[stage], out.recon_pos, out.recon_neg,
-                                                out.coattention if opts.coattention else None,
-                                                margin=opts.dt_margin, reduction=opts.dt_reduction)
+        maps = {"layer3": x3, "layer4": x4}
+        for stage in stages:
+            out = self.cmalign(maps[stage], pairs[stage])
+            recon = out.recon_pos.to(maps[stage].dtype)
+            if stage == "layer3":  # through the shared layer4
+                recon = self.backbone.forward_from(recon, codes, "layer3")
+            ic_logits[stage] = self._head(recon)[1]
+            dt_terms[stage] = dense_triplet(maps[stage], out.recon_pos, out.recon_neg,
+                                            out.coattention if opts.coattention else None,
+                                            margin=opts.dt_margin, reduction=opts.dt_reduction)
 
         pooled, logits = self._head(x4)
         ce = cross_entropy(logits, labels)
