@@ -152,7 +152,21 @@ def _rank_all(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: "torch.Te
               gc: "torch.Tensor | None", rule: str, cmc: str, chunk_size: "int | None",
               memory_budget: "int | None") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nq, ng = int(d.shape[0]), int(d.shape[1])
+    # Gallery identity and camera packed into one int64 code, so one gather per row block gives
+    # both: code = identity_index << bits | camera_field.
     g_uniq, g_inv = torch.unique(gp, return_inverse=True)
+    q_inv = _index_in(g_uniq, qp)
+    bits, q_key, packed = 0, q_inv, g_inv
+    if rule == "sysu_location":
+        bits = 1
+        packed = (g_inv << 1) | (gc == 2).long()
+        q_key = qc == 3  # queries whose camera-2 items are dropped
+    elif rule == "same_pid_same_cam":
+        cams, g_cam = torch.unique(gc, return_inverse=True)
+        bits = max(1, int(cams.numel()).bit_length())
+        packed = (g_inv << bits) | g_cam
+        q_cam = _index_in(cams, qc)
+        q_key = torch.where((q_inv >= 0) & (q_cam >= 0), (q_inv << bits) | q_cam, torch.full_like(q_inv, -1))
     rows = chunk_size or _auto_chunk(ng, d.device, memory_budget)
     aps, inps, hits = [], [], []
     for start in range(0, nq, rows):
@@ -160,14 +174,22 @@ def _rank_all(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: "torch.Te
         block = d[start:stop]
         if block.dtype in (torch.float16, torch.bfloat16):
             block = block.float()
-        if not bool(torch.isfinite(block).all()):
+        # One reduction instead of an elementwise test: NaN/inf make the sum non-finite (a finite
+        # sum can still overflow, then the exact test decides).
+        if not bool(torch.isfinite(block.sum())) and not bool(torch.isfinite(block).all()):
             _raise_non_finite(d, rows)
-        ap, inp, hit = _rank_chunk(block, qp[start:stop], gp, qc[start:stop] if qc is not None else None,
-                                   gc, g_inv, int(g_uniq.numel()), rule, cmc)
+        ap, inp, hit = _rank_chunk(block, q_inv[start:stop], q_key[start:stop], packed, bits,
+                                   int(g_uniq.numel()), rule, cmc)
         aps.append(ap.cpu())
         inps.append(inp.cpu())
         hits.append(hit.cpu())
     return torch.cat(aps).numpy(), torch.cat(inps).numpy(), torch.cat(hits).numpy()
+
+
+def _index_in(sorted_values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Position of each x in the sorted unique `sorted_values`, -1 where absent."""
+    pos = torch.searchsorted(sorted_values, x).clamp(max=max(0, int(sorted_values.numel()) - 1))
+    return torch.where(sorted_values[pos] == x, pos, torch.full_like(pos, -1))
 
 
 def summarize(ap: np.ndarray, inp: np.ndarray, first_hit: np.ndarray, *, max_rank: int,
@@ -195,53 +217,57 @@ def summarize(ap: np.ndarray, inp: np.ndarray, first_hit: np.ndarray, *, max_ran
     )
 
 
-def _rank_chunk(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: "torch.Tensor | None",
-                gc: "torch.Tensor | None", g_inv: torch.Tensor, num_ids: int, rule: str,
-                cmc: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-query AP, INP (NaN when invalid) and first-hit rank (-1 when invalid) of one row block."""
+def _rank_chunk(d: torch.Tensor, q_inv: torch.Tensor, q_key: torch.Tensor, packed: torch.Tensor, bits: int,
+                num_ids: int, rule: str, cmc: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-query AP, INP (NaN when invalid) and first-hit rank (-1 when invalid) of one row block.
+
+    Dense work is one sort, one gather and a few comparisons; the AP/INP arithmetic runs over the
+    true matches only (float64), which are few per row.
+    """
     c, g = d.shape
+    dev = d.device
     order = torch.argsort(d, dim=1, stable=True)
-    match = gp[order] == qp[:, None]
+    code = packed[order]
+    ids = code >> bits if bits else code
+    match = ids == q_inv[:, None]
     if rule == "none":
         keep = None
     elif rule == "sysu_location":
         # Location rule of the official code: camera 3 (IR) shares its room with camera 2, so a
         # camera-3 query drops every camera-2 item whatever its identity.
-        keep = ~((qc == 3)[:, None] & (gc[order] == 2))
+        keep = ~(q_key[:, None] & (code & 1).bool())
     else:
-        keep = ~(match & (gc[order] == qc[:, None]))
+        keep = code != q_key[:, None]
     m = match if keep is None else match & keep
-    num_pos = m.sum(1)
+    r, k = m.nonzero(as_tuple=True)  # row-major: each row's matches in ranked order
+    num_pos = torch.bincount(r, minlength=c)
     valid = num_pos > 0
-
-    positions = torch.arange(1, g + 1, device=d.device)
-    # 1-based position of each item in the filtered list L (meaningful where keep is true).
-    rank = positions.expand(c, g) if keep is None else keep.cumsum(1)
-    hits_so_far = m.cumsum(1)
-    precision = torch.where(m, hits_so_far.double() / rank.double(), torch.zeros((), dtype=torch.float64,
-                                                                                   device=d.device))
-    denom = num_pos.clamp(min=1).double()
-    ap = precision.sum(1) / denom
-    last = torch.where(m, rank, torch.zeros((), dtype=rank.dtype, device=d.device)).amax(1)
-    inp = num_pos.double() / last.clamp(min=1).double()
-
-    first_pos = m.to(torch.uint8).argmax(1, keepdim=True)  # first true match (argmax returns the first max)
+    nan = torch.full((c,), float("nan"), dtype=torch.float64, device=dev)
+    if r.numel() == 0:
+        return nan, nan.clone(), torch.full((c,), -1, dtype=torch.long, device=dev)
+    # 1-based position of each match in the filtered list L
+    rank_at = k + 1 if keep is None else keep.cumsum(1, dtype=torch.int32)[r, k].long()
+    starts = torch.cumsum(num_pos, 0) - num_pos
+    nth = torch.arange(r.numel(), device=dev) - starts[r] + 1  # matches so far, this one included
+    ap = torch.zeros(c, dtype=torch.float64, device=dev).index_add_(0, r, nth.double() / rank_at.double())
+    ap = ap / num_pos.clamp(min=1).double()
+    first_i = starts.clamp(max=r.numel() - 1)
+    last_i = (starts + num_pos - 1).clamp(min=0, max=r.numel() - 1)
+    inp = num_pos.double() / rank_at[last_i].double()
     if cmc == "image":
-        first_hit = rank.gather(1, first_pos).squeeze(1)
+        first_hit = rank_at[first_i]
     else:
-        ids = g_inv[order]
-        pos0 = positions - 1
-        pos_kept = pos0.expand(c, g) if keep is None else torch.where(keep, pos0, torch.full((), g, device=d.device))
-        first_seen = torch.full((c, num_ids), g, dtype=pos_kept.dtype, device=d.device)
+        pos0 = torch.arange(g, device=dev)
+        pos_kept = pos0.expand(c, g) if keep is None else torch.where(keep, pos0, torch.full((), g, device=dev))
+        first_seen = torch.full((c, num_ids), g, dtype=torch.long, device=dev)
         first_seen.scatter_reduce_(1, ids, pos_kept, reduce="amin", include_self=True)
-        # An item opens a new identity iff it is the first kept occurrence of its identity.
+        # An item opens a new identity iff it is the first kept occurrence of its identity; the
+        # query's identity rank counts the identities opened before its first true match.
         is_first = first_seen.gather(1, ids) == pos0
-        first_hit = is_first.cumsum(1).gather(1, first_pos).squeeze(1)
-
-    nan = torch.full((), float("nan"), dtype=torch.float64, device=d.device)
+        first_hit = (is_first & (pos0 < k[first_i][:, None])).sum(1) + 1
     ap = torch.where(valid, ap, nan)
     inp = torch.where(valid, inp, nan)
-    first_hit = torch.where(valid, first_hit, torch.full((), -1, dtype=first_hit.dtype, device=d.device))
+    first_hit = torch.where(valid, first_hit, torch.full((), -1, dtype=first_hit.dtype, device=dev))
     return ap, inp, first_hit
 
 
