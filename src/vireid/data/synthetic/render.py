@@ -11,6 +11,7 @@ in units of body height (so the figure is never distorted); the frame maps to (u
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -86,38 +87,38 @@ def sample_scene(ident: Identity, spec: CameraSpec, size: tuple[int, int], diffi
     return Scene(view, phase, float(top), float(cx), float(ph), bg_y, bg_x, occ)
 
 
-def _window(vec: np.ndarray, lo: float, hi: float) -> tuple[int, int]:
-    """Index range of an evenly spaced increasing vector that covers values in [lo, hi]."""
-    v0, step = float(vec[0]), float(vec[1] - vec[0])
-    n = vec.shape[0]
-    return max(0, int(np.ceil((lo - v0) / step))), min(n, int(np.floor((hi - v0) / step)) + 1)
+def _window(vec: np.ndarray, lo: float, hi: float) -> slice:
+    """Index range of an evenly spaced increasing vector that covers the values in [lo, hi]."""
+    v0, v1 = vec.item(0), vec.item(1)
+    step = v1 - v0
+    return slice(max(0, math.ceil((lo - v0) / step)), min(vec.shape[0], math.floor((hi - v0) / step) + 1))
+
+
+Window = tuple[slice, slice]
 
 
 def _segment(u: np.ndarray, v: np.ndarray, a: tuple[float, float], b: tuple[float, float],
-             r: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of points within r of segment a-b, and the position t in [0, 1] along it.
+             r: float) -> tuple[Window, np.ndarray, np.ndarray]:
+    """Points within r of segment a-b, and their position t in [0, 1] along it, in the bounding window.
 
-    Only the segment's bounding window is computed (u is a row vector, v a column vector).
+    Returns (window, mask, t) where mask and t have the window's shape (u is a row, v a column vector).
     """
-    h, w = v.shape[0], u.shape[1]
-    mask = np.zeros((h, w), bool)
-    t_full = np.ones((h, w), np.float32)
-    r0, r1 = _window(v[:, 0], min(a[1], b[1]) - r, max(a[1], b[1]) + r)
-    c0, c1 = _window(u[0], min(a[0], b[0]) - r, max(a[0], b[0]) + r)
-    if r1 <= r0 or c1 <= c0:
-        return mask, t_full
-    uu, vv = u[:, c0:c1] - a[0], v[r0:r1] - a[1]
+    rows = _window(v, min(a[1], b[1]) - r, max(a[1], b[1]) + r)
+    cols = _window(u.T, min(a[0], b[0]) - r, max(a[0], b[0]) + r)
+    uu, vv = u[:, cols] - a[0], v[rows] - a[1]
     du, dv = b[0] - a[0], b[1] - a[1]
     t = np.clip((uu * du + vv * dv) * (1.0 / (du * du + dv * dv + 1e-9)), 0.0, 1.0)
     uu = uu - t * du
     vv = vv - t * dv
-    mask[r0:r1, c0:c1] = uu * uu + vv * vv <= r * r
-    t_full[r0:r1, c0:c1] = t
-    return mask, t_full
+    return (rows, cols), uu * uu + vv * vv <= r * r, t
 
 
 def _ellipse(u: np.ndarray, v: np.ndarray, cu: float, cv: float, ru: float, rv: float) -> np.ndarray:
-    return ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 <= 1.0
+    """Full-frame mask of the ellipse, computed in its bounding window only."""
+    mask = np.zeros((v.shape[0], u.shape[1]), bool)
+    rows, cols = _window(v, cv - rv, cv + rv), _window(u.T, cu - ru, cu + ru)
+    mask[rows, cols] = ((u[:, cols] - cu) * (1.0 / ru)) ** 2 + ((v[rows] - cv) * (1.0 / rv)) ** 2 <= 1.0
+    return mask
 
 
 def _box(u: np.ndarray, v: np.ndarray, u0: float, u1: float, v0: float, v1: float) -> np.ndarray:
@@ -150,9 +151,10 @@ def label_map(ident: Identity, scene: Scene, size: tuple[int, int]) -> np.ndarra
         else:
             foot_u, hip_u = k * (0.05 * b + 0.012 * sw), k * 0.045 * b
         foot_v = 0.965 - 0.02 * max(0.0, k * sw)
-        leg, t = _segment(u, v, (hip_u, v_hip), (foot_u, foot_v), 0.037 * b)
-        paint(leg, SKIN)
-        paint(leg & (v <= hem), LOWER)
+        win, leg, _ = _segment(u, v, (hip_u, v_hip), (foot_u, foot_v), 0.037 * b)
+        sub = lab[win]  # a view: painting it paints the frame
+        sub[leg] = SKIN
+        sub[leg & (v[win[0]] <= hem)] = LOWER
         shoe_du = 0.025 * f if side else 0.0
         paint(_ellipse(u, v, foot_u + shoe_du, foot_v + 0.012, 0.05 * b if side else 0.038 * b, 0.024), SHOES)
     if ident.lower_kind == "skirt":
@@ -172,9 +174,10 @@ def label_map(ident: Identity, scene: Scene, size: tuple[int, int]) -> np.ndarra
             a, hand = (0.0, v_sh + 0.02), (f * k * 0.1 * sw, 0.49)
         else:
             a, hand = (k * (hw_sh - 0.012), v_sh + 0.02), (k * (hw_sh + 0.02 + 0.008 * sw), 0.49)
-        m, t = _segment(u, v, a, hand, 0.027 * b)
-        paint(m, SKIN)
-        paint(m & (t <= (0.85 if ident.long_sleeves else 0.35)), UPPER)
+        win, m, t = _segment(u, v, a, hand, 0.027 * b)
+        sub = lab[win]
+        sub[m] = SKIN
+        sub[m & (t <= (0.85 if ident.long_sleeves else 0.35))] = UPPER
 
     if side:
         arm(-1.0)
@@ -190,7 +193,8 @@ def label_map(ident: Identity, scene: Scene, size: tuple[int, int]) -> np.ndarra
     frac = np.clip((v - v_sh) / (v_hip - v_sh), 0.0, 1.0)
     torso = (np.abs(u) <= hw_sh + (hw_hip - hw_sh) * frac) & (v >= v_sh - 0.01) & (v <= v_hip + 0.01)
     paint(torso, UPPER)
-    paint(_segment(u, v, (0.0, v_sh - 0.03), (0.0, v_sh), 0.022 * b)[0], SKIN)  # neck
+    win, neck, _ = _segment(u, v, (0.0, v_sh - 0.03), (0.0, v_sh), 0.022 * b)
+    lab[win][neck] = SKIN
     if not side:
         arm(-1.0)
     arm(1.0)
@@ -218,7 +222,8 @@ def label_map(ident: Identity, scene: Scene, size: tuple[int, int]) -> np.ndarra
                 paint(_box(u, v, -0.05, 0.05, 0.43, 0.56), BAG)
         else:
             s = ident.bag_side * mirror
-            paint(_segment(u, v, (-s * hw_sh * 0.8, v_sh), (s * hw_hip, 0.45), 0.009)[0], BAG)
+            win, strap, _ = _segment(u, v, (-s * hw_sh * 0.8, v_sh), (s * hw_hip, 0.45), 0.009)
+            lab[win][strap] = BAG
             c = s * (hw_hip + 0.025)
             paint(_box(u, v, c - 0.035, c + 0.035, 0.43, 0.56), BAG)
 
