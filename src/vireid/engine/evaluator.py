@@ -275,7 +275,7 @@ def evaluate_npz(npz_path: "str | Path", protocol: str, options: "dict | None" =
 
 
 def _npz_samples(path: Path, arrays: dict[str, np.ndarray]) -> list[Sample]:
-    paths, pids, cams, mods = (arrays[k] for k in NPZ_KEYS)
+    pids, cams, mods, paths = (arrays[k] for k in NPZ_KEYS)
     n = len(paths)
     for key, arr in (("pids", pids), ("camids", cams), ("modalities", mods)):
         if arr.ndim != 1 or len(arr) != n:
@@ -285,7 +285,7 @@ def _npz_samples(path: Path, arrays: dict[str, np.ndarray]) -> list[Sample]:
     out = []
     for p, pid, cam, mod in zip(paths, pids, cams, mods):
         try:
-            if np.issubdtype(np.asarray(mod).dtype, np.number):
+            if np.issubdtype(np.asarray(mod).dtype, np.number) or str(mod).strip() in ("0", "1"):
                 modality = Modality.from_code(int(mod))
             else:
                 modality = Modality.parse(str(mod))
