@@ -161,9 +161,13 @@ def reference_loop(dist, q_pids, g_pids, q_cams, g_cams, rule, cmc, max_rank):
     return np.mean(rows, 0), np.nanmean(aps), np.nanmean(inps), np.array(aps), np.array(inps), np.array(hits)
 
 
+@pytest.mark.parametrize("strategy", ["auto", "sort", "count"])
 @pytest.mark.parametrize("rule", ["sysu_location", "same_pid_same_cam", "none"])
 @pytest.mark.parametrize("cmc", ["identity", "image"])
-def test_matches_reference_loop_on_random_data(rule, cmc):
+def test_matches_reference_loop_on_random_data(rule, cmc, strategy, monkeypatch):
+    import vireid.metrics.ranking as ranking
+
+    monkeypatch.setattr(ranking, "_STRATEGY", strategy)  # both ranking paths must agree with the loop
     rng = np.random.default_rng([["sysu_location", "same_pid_same_cam", "none"].index(rule), len(cmc)])
     for trial in range(4):
         nq, ng = int(rng.integers(5, 60)), int(rng.integers(1, 45))

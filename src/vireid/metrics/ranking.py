@@ -30,6 +30,9 @@ REPORT_RANKS = (1, 5, 10, 20)
 _BYTES_PER_CELL = 112
 _CPU_BUDGET = 512 * 2**20
 _CUDA_BUDGET = 2 * 2**30
+# "auto": rank matches by counting when rows have few matches, else sort; "sort"/"count" force
+# one way (tests check that both agree with a per-query reference loop).
+_STRATEGY = "auto"
 
 
 @dataclass
@@ -178,8 +181,12 @@ def _rank_all(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: "torch.Te
         # sum can still overflow, then the exact test decides).
         if not bool(torch.isfinite(block.sum())) and not bool(torch.isfinite(block).all()):
             _raise_non_finite(d, rows)
-        ap, inp, hit = _rank_chunk(block, q_inv[start:stop], q_key[start:stop], packed, bits,
-                                   int(g_uniq.numel()), rule, cmc)
+        if _STRATEGY == "sort":
+            ap, inp, hit = _rank_chunk(block, q_inv[start:stop], q_key[start:stop], packed, bits,
+                                       int(g_uniq.numel()), rule, cmc)
+        else:
+            ap, inp, hit = _rank_chunk_counting(block, q_inv[start:stop], q_key[start:stop], packed, bits,
+                                                int(g_uniq.numel()), rule, cmc, strategy=_STRATEGY)
         aps.append(ap.cpu())
         inps.append(inp.cpu())
         hits.append(hit.cpu())
@@ -264,7 +271,80 @@ def _rank_chunk(d: torch.Tensor, q_inv: torch.Tensor, q_key: torch.Tensor, packe
         # An item opens a new identity iff it is the first kept occurrence of its identity; the
         # query's identity rank counts the identities opened before its first true match.
         is_first = first_seen.gather(1, ids) == pos0
-        first_hit = (is_first & (pos0 < k[first_i][:, None])).sum(1) + 1
+        first_hit = (is_first & (pos0 < k[first_i][:, None])).sum(1, dtype=torch.int32).long() + 1
+    ap = torch.where(valid, ap, nan)
+    inp = torch.where(valid, inp, nan)
+    first_hit = torch.where(valid, first_hit, torch.full((), -1, dtype=first_hit.dtype, device=dev))
+    return ap, inp, first_hit
+
+
+def _rank_chunk_counting(d: torch.Tensor, q_inv: torch.Tensor, q_key: torch.Tensor, packed: torch.Tensor,
+                         bits: int, num_ids: int, rule: str, cmc: str, strategy: str = "auto",
+                         budget: int = 64 * 2**20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Same contract as `_rank_chunk`, without sorting the rows.
+
+    The position of a match in the stable order is the number of kept items that come before it
+    (smaller distance, or equal distance and smaller gallery index) plus one; the identity rank of
+    the first match is one plus the number of distinct identities among the kept items before it.
+    This costs O(matches x gallery) instead of O(gallery log gallery) per row, so it wins when
+    queries have few true matches (single-shot galleries); otherwise we fall back to sorting.
+    """
+    c, g = d.shape
+    dev = d.device
+    ids = packed >> bits if bits else packed
+    match = ids[None, :] == q_inv[:, None]
+    if rule == "none":
+        removed = None
+    elif rule == "sysu_location":
+        removed = q_key[:, None] & (packed & 1).bool()[None, :]
+    else:
+        removed = packed[None, :] == q_key[:, None]
+    m = match if removed is None else match & ~removed
+    r, k = m.nonzero(as_tuple=True)
+    n_pos = int(r.numel())
+    if strategy == "auto" and n_pos > c * max(4, g.bit_length()):
+        return _rank_chunk(d, q_inv, q_key, packed, bits, num_ids, rule, cmc)
+    num_pos = torch.bincount(r, minlength=c)
+    valid = num_pos > 0
+    nan = torch.full((c,), float("nan"), dtype=torch.float64, device=dev)
+    if n_pos == 0:
+        return nan, nan.clone(), torch.full((c,), -1, dtype=torch.long, device=dev)
+    v = d[r, k]
+    pos0 = torch.arange(g, device=dev)
+    rank_at = torch.empty(n_pos, dtype=torch.long, device=dev)
+    step = max(1, budget // (4 * g))
+    for s in range(0, n_pos, step):
+        rs, ks, vs = r[s:s + step], k[s:s + step], v[s:s + step]
+        rows = d[rs]
+        before = rows < vs[:, None]
+        tied = (rows == vs[:, None])
+        if bool((tied.sum(1, dtype=torch.int32) > 1).any()):  # equal distances: the gallery order breaks the tie
+            before |= tied & (pos0[None, :] < ks[:, None])
+        if removed is not None:
+            before &= ~removed[rs]
+        rank_at[s:s + step] = before.sum(1, dtype=torch.int32) + 1
+    # order the matches of each row by rank: the n-th match of a row sits at rank_at
+    order = torch.argsort(r * (g + 1) + rank_at)
+    r_s, rank_s = r[order], rank_at[order]
+    starts = torch.cumsum(num_pos, 0) - num_pos
+    nth = torch.arange(n_pos, device=dev) - starts[r_s] + 1
+    ap = torch.zeros(c, dtype=torch.float64, device=dev).index_add_(0, r_s, nth.double() / rank_s.double())
+    ap = ap / num_pos.clamp(min=1).double()
+    first_i = starts.clamp(max=n_pos - 1)
+    last_i = (starts + num_pos - 1).clamp(min=0, max=n_pos - 1)
+    inp = num_pos.double() / rank_s[last_i].double()
+    if cmc == "image":
+        first_hit = rank_s[first_i]
+    else:
+        f = order[first_i]  # the first true match of each row
+        fv, fk = v[f], k[f]
+        before = (d < fv[:, None]) | ((d == fv[:, None]) & (pos0[None, :] < fk[:, None]))
+        if removed is not None:
+            before &= ~removed
+        rb, kb = before.nonzero(as_tuple=True)
+        seen = torch.zeros((c, num_ids), dtype=torch.bool, device=dev)
+        seen[rb, ids[kb]] = True
+        first_hit = seen.sum(1, dtype=torch.int32).long() + 1
     ap = torch.where(valid, ap, nan)
     inp = torch.where(valid, inp, nan)
     first_hit = torch.where(valid, first_hit, torch.full((), -1, dtype=first_hit.dtype, device=dev))
