@@ -150,7 +150,8 @@ def cross_modal_pairs(labels: torch.Tensor, modalities: torch.Tensor, generator:
     distinct identities != b (random identities, random permuted positions) as negatives; the same
     independently for infrared anchors. Needs P - 1 >= K. All draws come from `generator` (CPU).
     """
-    vis, ir = identity_blocks(labels, modalities)
+    # index bookkeeping on the CPU: one device sync instead of one per identity
+    vis, ir = identity_blocks(labels.detach().cpu(), modalities.detach().cpu())
     p, k = vis.shape
     if p - 1 < k:
         raise TrainingError(
@@ -160,7 +161,6 @@ def cross_modal_pairs(labels: torch.Tensor, modalities: torch.Tensor, generator:
     n = labels.numel()
     positive = torch.full((n,), -1, dtype=torch.long)
     negative = torch.full((n,), -1, dtype=torch.long)
-    vis, ir = vis.cpu(), ir.cpu()
     _direction(vis, ir, generator, positive, negative)
     _direction(ir, vis, generator, positive, negative)
     return Pairs(positive.to(labels.device), negative.to(labels.device))
