@@ -78,7 +78,7 @@ def sysu_case(device: str, dim: int = 2048) -> None:
     centers = rng.normal(size=(97, dim)).astype(np.float32)
     index = {s: i for i, s in enumerate(samples)}
     pid = np.array([s.pid for s in samples])
-    feats = centers[pid] + 1.5 * rng.normal(size=(len(samples), dim)).astype(np.float32)
+    feats = centers[pid] + 4.0 * rng.normal(size=(len(samples), dim)).astype(np.float32)
     feats = torch.nn.functional.normalize(torch.from_numpy(feats), dim=1).to(device)
     total_vec = total_ref = 0.0
     worst = 0.0

@@ -318,11 +318,11 @@ def _rank_chunk_counting(d: torch.Tensor, q_inv: torch.Tensor, q_key: torch.Tens
         rows = d[rs]
         before = rows < vs[:, None]
         tied = (rows == vs[:, None])
-        if bool((tied.sum(1, dtype=torch.int32) > 1).any()):  # equal distances: the gallery order breaks the tie
+        if bool((tied.view(torch.uint8).sum(1, dtype=torch.int32) > 1).any()):  # equal distances: the gallery order breaks the tie
             before |= tied & (pos0[None, :] < ks[:, None])
         if removed is not None:
             before &= ~removed[rs]
-        rank_at[s:s + step] = before.sum(1, dtype=torch.int32) + 1
+        rank_at[s:s + step] = before.view(torch.uint8).sum(1, dtype=torch.int32) + 1
     # order the matches of each row by rank: the n-th match of a row sits at rank_at
     order = torch.argsort(r * (g + 1) + rank_at)
     r_s, rank_s = r[order], rank_at[order]
@@ -344,7 +344,7 @@ def _rank_chunk_counting(d: torch.Tensor, q_inv: torch.Tensor, q_key: torch.Tens
         rb, kb = before.nonzero(as_tuple=True)
         seen = torch.zeros((c, num_ids), dtype=torch.bool, device=dev)
         seen[rb, ids[kb]] = True
-        first_hit = seen.sum(1, dtype=torch.int32).long() + 1
+        first_hit = seen.view(torch.uint8).sum(1, dtype=torch.int32).long() + 1
     ap = torch.where(valid, ap, nan)
     inp = torch.where(valid, inp, nan)
     first_hit = torch.where(valid, first_hit, torch.full((), -1, dtype=first_hit.dtype, device=dev))
