@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 TINY_OVERRIDES = ["model.arch=resnet18", "model.pretrained=none", "data.height=32", "data.width=16",
-                  "train.device=cpu", "train.progress=false", "data.num_workers=0"]
+                  "train.device=cpu", "train.progress=false", "data.num_workers=0",
+                  "sampler.num_ids=4", "sampler.num_pos=2"]
 
 
 def tiny_config(method: str, *overrides: str) -> Config:

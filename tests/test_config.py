@@ -57,3 +57,17 @@ def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
     again = load_config(dumped)
     assert config_to_dict(again) == config_to_dict(cfg)
     assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_delete_replaces_a_base_mapping(tmp_path):
+    (tmp_path / "base.yaml").write_text("eval: {options: {mode: all, shots: 1}}\n")
+    (tmp_path / "merge.yaml").write_text("_base_: base.yaml\neval: {options: {trial: 2}}\n")
+    (tmp_path / "replace.yaml").write_text("_base_: base.yaml\neval: {options: {_delete_: true, trial: 2}}\n")
+    assert load_config(tmp_path / "merge.yaml").eval.options == {"mode": "all", "shots": 1, "trial": 2}
+    assert load_config(tmp_path / "replace.yaml").eval.options == {"trial": 2}
+
+
+def test_regdb_and_llcm_configs_carry_only_their_protocol_options():
+    assert load_config(REPO / "configs/regdb/baseline.yaml").eval.options == {
+        "trial": 1, "direction": "visible_to_thermal"}
+    assert load_config(REPO / "configs/llcm/baseline.yaml").eval.options == {"direction": "ir_to_visible", "trials": 10}

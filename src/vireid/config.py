@@ -1,7 +1,7 @@
 """Typed configuration: dataclasses loaded from YAML with `_base_` inheritance and dotted overrides.
 
 A config file is a YAML mapping. `_base_: other.yaml` (or a list) is loaded first, relative to the
-file, and the file's keys are merged over it. Overrides `a.b=value` are parsed as YAML scalars.
+file, and the file's keys are merged over it (`_delete_: true` inside a mapping replaces instead). Overrides `a.b=value` are parsed as YAML scalars.
 Unknown keys are an error naming the key and the closest valid one. `method:` holds `name:` plus
 that method's own options, validated by the options dataclass the method registers.
 """
@@ -153,13 +153,19 @@ def _read_yaml(path: Path) -> dict:
 
 
 def deep_merge(base: dict, over: Mapping) -> dict:
-    """Return `base` updated recursively by `over` (mappings merge, everything else replaces)."""
+    """Return `base` updated recursively by `over` (mappings merge, everything else replaces).
+
+    A mapping in `over` holding `_delete_: true` replaces the base mapping instead of merging into
+    it (e.g. `eval.options` of another protocol must not inherit SYSU's options).
+    """
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+        if isinstance(v, Mapping) and v.get("_delete_"):
+            out[k] = {kk: copy.deepcopy(vv) for kk, vv in v.items() if kk != "_delete_"}
+        elif isinstance(v, Mapping) and isinstance(out.get(k), dict):
             out[k] = deep_merge(out[k], v)
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = copy.deepcopy({kk: vv for kk, vv in v.items() if kk != "_delete_"} if isinstance(v, Mapping) else v)
     return out
 
 

@@ -26,8 +26,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    Trainer(cfg, out, resume=args.resume, progress=not args.no_progress).fit()
-    print(f"trained: {out / 'checkpoints' / 'last.pt'}")
+    trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
+    trainer.fit()
+    if trainer.dist.is_main:
+        print(f"trained: {out / 'checkpoints' / 'last.pt'}")
     return 0
 
 

@@ -26,8 +26,8 @@ def find_config(relative: str) -> Path:
 
 
 def _summary(results: Any, kind: str = "bn") -> dict[str, float]:
-    mean = results.to_json()
-    entry = next(iter(mean["results"].values()))[kind]["mean"]
+    protocols = results.to_json()["protocols"]
+    entry = next(iter(protocols.values()))["features"][kind]["mean"]
     return {k: float(entry[k]) for k in ("rank1", "mAP", "mINP")}
 
 

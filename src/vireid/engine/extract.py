@@ -38,13 +38,15 @@ def make_extractor(method: Method, height: int, width: int, device: torch.device
 
     def extract(samples: list[Sample]) -> dict[str, torch.Tensor]:
         method.eval()
-        mine = list(range(dist.rank, len(samples), dist.world_size))
-        rows: dict[str, list[torch.Tensor]] = {}
-        order: list[int] = []
+        # the same global chunks as a single process, dealt to ranks whole: features are bitwise identical
         chunks = []
         for mod in (Modality.VISIBLE, Modality.INFRARED):
-            idx = [i for i in mine if samples[i].modality is mod]
+            idx = [i for i in range(len(samples)) if samples[i].modality is mod]
             chunks += [(mod, idx[j:j + batch_size]) for j in range(0, len(idx), batch_size)]
+        chunks = chunks[dist.rank::dist.world_size]
+        mine = [i for _, idx in chunks for i in idx]
+        rows: dict[str, list[torch.Tensor]] = {}
+        order: list[int] = []
         bar = None
         if progress and dist.is_main:
             from tqdm import tqdm
