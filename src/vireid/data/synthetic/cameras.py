@@ -104,7 +104,8 @@ def camera_params(spec: CameraSpec, seed: int, difficulty: float) -> CameraParam
     contrast = float(rng.uniform(0.72, 0.9) if spec.style == "nir" else rng.uniform(0.78, 0.92))
     brightness = float(np.exp(rng.normal(0.0, 0.08 * s)))
     noise = (0.01 + 0.025 * d) * float(rng.uniform(1.0, 1.4))
-    return CameraParams(np.ones(3, np.float32), brightness, contrast, noise, 0.2 + 0.3 * d, 1, quality)
+    base_blur = 1 if spec.style == "thermal" else 0  # thermal optics are the softest
+    return CameraParams(np.ones(3, np.float32), brightness, contrast, noise, 0.3 + 0.4 * d, base_blur, quality)
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -151,6 +152,8 @@ def _background_layout(seed: int, layout: str, location: int, outdoor: bool, h: 
     vis = rng.uniform(0.15, 0.8, size=(n_mat, 1)) * rng.uniform(0.7, 1.3, size=(n_mat, 3))
     nir = rng.uniform(0.1, 0.5, size=n_mat)  # independent of the visible colours; lamp-lit people stand out
     thermal = rng.uniform(0.08, 0.4, size=n_mat)  # the scene is colder than people
+    # Floor tiles are a shade of the ground, not a new material: texture without strong clutter.
+    vis[7], nir[7], thermal[7] = vis[1] * 0.85, nir[1] * 0.85, thermal[1] * 0.85
     return mat, shading.astype(np.float32), {
         "visible": np.clip(vis, 0, 1).astype(np.float32),
         "nir": nir.astype(np.float32),

@@ -54,10 +54,16 @@ class Identity:
         }
 
 
-def _pick(rng: np.random.Generator, weights: tuple[int, ...], exclude: int | None = None) -> int:
+def _pick(rng: np.random.Generator, weights: tuple[int, ...], exclude: int | None = None,
+          ir: np.ndarray | None = None, min_ir_gap: float = 0.0) -> int:
+    """A weighted palette draw; with `ir`, only colours whose IR intensity differs from `exclude`'s."""
     w = np.asarray(weights, dtype=np.float64)
     if exclude is not None:
         w[exclude] = 0.0
+        if ir is not None:
+            far = np.abs(ir - ir[exclude]) >= min_ir_gap
+            if (w * far).sum() > 0:
+                w = w * far
     return int(rng.choice(len(w), p=w / w.sum()))
 
 
@@ -70,9 +76,10 @@ def make_identity(seed: int, pid: int, difficulty: float) -> Identity:
     hair_length = int(rng.choice(3, p=(0.15, 0.25, 0.6) if female else (0.72, 0.2, 0.08)))
     lower_kind = str(rng.choice(LOWER_KINDS, p=(0.45, 0.2, 0.35) if female else (0.75, 0.25, 0.0)))
     upper = _pick(rng, UPPER_WEIGHTS)
-    upper2 = _pick(rng, UPPER_WEIGHTS, exclude=upper)
+    # A pattern's two colours also differ in infrared, so its geometry survives the modality change.
+    upper2 = _pick(rng, UPPER_WEIGHTS, exclude=upper, ir=mats.palette_ir, min_ir_gap=0.2)
     lower = _pick(rng, LOWER_WEIGHTS)
-    lower2 = _pick(rng, LOWER_WEIGHTS, exclude=lower)
+    lower2 = _pick(rng, LOWER_WEIGHTS, exclude=lower, ir=mats.palette_ir, min_ir_gap=0.2)
     shoes = _pick(rng, (6, 2, 2, 5, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, 1, 1, 0))
     backpack, bag = rng.random() < 0.3, rng.random() < 0.25
     cap, glasses = rng.random() < 0.18, rng.random() < 0.2
@@ -97,7 +104,7 @@ def make_identity(seed: int, pid: int, difficulty: float) -> Identity:
         rgb[slot], ir[slot] = col, cir
     # Fabric of the same dye still differs a little from person to person, more so in infrared.
     rgb[1:] *= rng.normal(1.0, 0.05, size=(N_SLOTS - 1, 1)).astype(np.float32)
-    ir_jitter = 0.03 + 0.05 * float(difficulty)
+    ir_jitter = 0.02 + 0.05 * float(difficulty)
     ir[1:] += rng.uniform(-ir_jitter, ir_jitter, size=N_SLOTS - 1).astype(np.float32)
     np.clip(rgb, 0.0, 1.0, out=rgb)
     np.clip(ir, 0.0, 1.0, out=ir)

@@ -57,8 +57,8 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def vi_correlation(difficulty: float) -> float:
-    """Weight of visible luminance in the infrared intensity: 0.6 at difficulty 0, 0 at difficulty 1."""
-    return 0.6 * (1.0 - float(difficulty))
+    """Weight of visible luminance in the infrared intensity: 0.8 at difficulty 0, 0 at difficulty 1."""
+    return 0.8 * (1.0 - float(difficulty))
 
 
 @dataclass(frozen=True)
