@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_datasets_layouts import make_llcm, make_regdb, make_sysu, write_image  # noqa: E402
+from tests.test_datasets_layouts import make_llcm, make_regdb, make_sysu, write_image
 
 from vireid.cli import main  # noqa: E402
 from vireid.core import Modality, Sample  # noqa: E402

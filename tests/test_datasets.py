@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_datasets_layouts import make_folder, make_llcm, make_regdb, make_sysu, write_image  # noqa: E402
+from tests.test_datasets_layouts import make_folder, make_llcm, make_regdb, make_sysu, write_image
 
 from vireid.core import ConfigError, DatasetError, Modality  # noqa: E402
 from vireid.data.datasets import load_dataset  # noqa: E402

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_datasets_layouts import make_folder, make_llcm, make_regdb, make_sysu, write_image  # noqa: E402
+from tests.test_datasets_layouts import make_folder, make_llcm, make_regdb, make_sysu, write_image
 
 from vireid.core import DatasetError  # noqa: E402
 from vireid.data.datasets import load_dataset  # noqa: E402

@@ -34,7 +34,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..utils.atomic import write_json
 
     target = Path(args.run)
     options = _parse_options(args.option)

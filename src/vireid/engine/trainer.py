@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
