@@ -1,0 +1,181 @@
+"""GalleryIndex: exact search numbers, modality filters, atomic saves, integrity checks, FAISS kinds."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from vireid.core import IndexError_, Modality
+from vireid.serve.index import GalleryIndex, IndexItem
+
+V, I = Modality.VISIBLE, Modality.INFRARED
+
+
+def _unit(rng, n, d):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _items(n):
+    return [IndexItem(path=f"/g/{i}.jpg", modality=V if i % 2 == 0 else I, camera=1 + i % 2, pid=i // 2,
+                      tags={"i": i}) for i in range(n)]
+
+
+def _index(n=40, d=8, kind="flat", seed=0):
+    rng = np.random.default_rng(seed)
+    idx = GalleryIndex(d, fingerprint="f" * 64, feature="bn", kind=kind, roots=["/g"])
+    idx.add(_unit(rng, n, d), _items(n))
+    return idx
+
+
+def test_exact_search_ranks_by_inner_product_with_id_ties():
+    idx = GalleryIndex(2, fingerprint="x")
+    vecs = np.array([[1, 0], [0.6, 0.8], [0.6, 0.8], [0, 1], [-1, 0]], dtype=np.float32)
+    assert idx.add(vecs, _items(5)) == [0, 1, 2, 3, 4]
+    (hits,) = idx.search(np.array([0.8, 0.6], dtype=np.float32), topk=3)
+    # scores: 0.8, 0.96, 0.96, 0.6, -0.8 -> ids 1 and 2 tie (lower id first), then 0
+    assert [h.id for h in hits] == [1, 2, 0]
+    np.testing.assert_allclose([h.score for h in hits], [0.96, 0.96, 0.8], atol=1e-6)
+    assert hits[0].to_dict() == {"id": 1, "path": "/g/1.jpg", "score": 0.96, "modality": "infrared",
+                                 "camera": 2, "pid": 0}
+    # the k-th score is tied (ids 1 and 2): topk=1 keeps the lower id, not an arbitrary one
+    assert [h.id for h in idx.search(np.array([[0.8, 0.6]]), topk=1)[0]] == [1]
+
+
+def test_search_equals_brute_force_and_filters_modalities():
+    idx = _index()
+    q = _unit(np.random.default_rng(1), 3, 8)
+    full = q @ idx.vectors.T
+    for qi, hits in enumerate(idx.search(q, topk=5)):
+        assert [h.id for h in hits] == list(np.argsort(-full[qi], kind="stable")[:5])
+    vis = idx.search(q, topk=50, modality="visible")
+    assert all(len(h) == 20 and all(x.item.modality is V for x in h) for h in vis)
+    cross = idx.search(q, topk=4, cross_modal_only=True, query_modality=[V, I, "ir"])
+    assert [x.item.modality for x in cross[0]] == [I] * 4
+    assert [x.item.modality for x in cross[1]] == [V] * 4
+    assert [x.item.modality for x in cross[2]] == [V] * 4
+    with pytest.raises(ValueError, match="cross_modal_only needs query_modality"):
+        idx.search(q, cross_modal_only=True)
+    with pytest.raises(ValueError, match="searches infrared images, but modality=visible"):
+        idx.search(q[:1], modality=V, cross_modal_only=True, query_modality=V)
+    with pytest.raises(ValueError, match=r"query vectors must be \(N, 8\)"):
+        idx.search(np.zeros((1, 3)))
+
+
+def test_save_open_round_trip_is_atomic(tmp_path):
+    idx = _index()
+    out = idx.save(tmp_path / "gallery")
+    assert sorted(p.name for p in out.iterdir()) == ["items.sqlite", "meta.json", "vectors.npy"]
+    assert not [p for p in tmp_path.iterdir() if p.name != "gallery"], "temporary directories left behind"
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["count"], meta["dim"], meta["kind"], meta["feature"]) == (40, 8, "flat", "bn")
+    back = GalleryIndex.open(out)
+    np.testing.assert_array_equal(back.vectors, idx.vectors)
+    assert back.items == idx.items and back.item(3).tags == {"i": 3}
+    q = idx.vectors[:2]
+    assert [[h.id for h in r] for r in back.search(q, 3)] == [[h.id for h in r] for r in idx.search(q, 3)]
+    # add then save in place
+    back.add(idx.vectors[:1], [IndexItem("/g/new.jpg", V)])
+    back.save()
+    assert len(GalleryIndex.open(out)) == 41
+
+
+def test_failed_save_leaves_the_old_index(tmp_path, monkeypatch):
+    idx = _index()
+    out = idx.save(tmp_path / "gallery")
+    idx.add(idx.vectors[:2], _items(2))
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sqlite3, "connect", boom)
+    with pytest.raises(OSError, match="disk full"):
+        idx.save(out)
+    monkeypatch.undo()
+    assert len(GalleryIndex.open(out)) == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]
+
+
+def test_open_refuses_count_mismatch_with_both_numbers(tmp_path):
+    out = _index().save(tmp_path / "gallery")
+    con = sqlite3.connect(out / "items.sqlite")
+    con.execute("DELETE FROM items WHERE id = 39")
+    con.commit()
+    con.close()
+    with pytest.raises(IndexError_, match=r"items.sqlite rows = 39, vectors.npy rows = 40, meta.json count = 40"):
+        GalleryIndex.open(out)
+
+
+def test_open_refuses_missing_or_damaged_parts(tmp_path):
+    out = _index().save(tmp_path / "g")
+    (out / "vectors.npy").write_bytes(b"garbage")
+    with pytest.raises(IndexError_, match=r"g/vectors.npy cannot be read"):
+        GalleryIndex.open(out)
+    out = _index().save(tmp_path / "h")
+    (out / "meta.json").unlink()
+    with pytest.raises(IndexError_, match=r"h is not a gallery index: meta.json is missing"):
+        GalleryIndex.open(out)
+    out = _index().save(tmp_path / "k")
+    (out / "items.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(IndexError_, match=r"k/items.sqlite cannot be read"):
+        GalleryIndex.open(out)
+    with pytest.raises(IndexError_, match="does not exist"):
+        GalleryIndex.open(tmp_path / "nowhere")
+
+
+def test_open_refuses_another_model(tmp_path):
+    out = _index().save(tmp_path / "g")
+    same = SimpleNamespace(fingerprint="f" * 64, method_name="baseline", feature="bn", checkpoint_path="a.pt")
+    assert len(GalleryIndex.open(out, extractor=same)) == 40
+    other = SimpleNamespace(fingerprint="0" * 64, method_name="mpanet", feature="bn", checkpoint_path="/r/b.pt")
+    with pytest.raises(IndexError_, match=r"built by another model: index fingerprint ffffffffffff .* "
+                                          r"extractor 000000000000 \(method 'mpanet'.*/r/b.pt"):
+        GalleryIndex.open(out, extractor=other)
+
+
+def test_image_paths_must_stay_inside_allowed_roots(tmp_path):
+    idx = _index()
+    idx.save(tmp_path / "g")
+    assert str(idx.image_path(idx.item(0))) == "/g/0.jpg"
+    with pytest.raises(IndexError_, match="outside the index directory"):
+        idx.image_path(IndexItem("/etc/passwd", V, id=7))
+    with pytest.raises(IndexError_, match="outside the index directory"):
+        idx.image_path(IndexItem("images/../../secret.jpg", V, id=8))
+    assert idx.image_path(IndexItem("images/a.jpg", V)) == (tmp_path / "g" / "images" / "a.jpg").resolve()
+
+
+def test_approximate_kinds_need_faiss(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
+    with pytest.raises(IndexError_, match=r"pip install vireid\[faiss\]"):
+        GalleryIndex(8, fingerprint="x", kind="ivf")
+    with pytest.raises(IndexError_, match="unknown index kind 'lsh'"):
+        GalleryIndex(8, fingerprint="x", kind="lsh")
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_faiss_kinds_agree_with_exact_search(kind, tmp_path):
+    pytest.importorskip("faiss")
+    exact, approx = _index(n=400, d=16), _index(n=400, d=16, kind=kind)
+    approx.params["nprobe"] = 1000  # probe every list: the IVF result must then be exact
+    q = _unit(np.random.default_rng(5), 10, 16)
+    want = [[h.id for h in r] for r in exact.search(q, 5, modality=I)]
+    got = [[h.id for h in r] for r in approx.search(q, 5, modality=I)]
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(want, got)])
+    assert recall >= 0.9
+    out = approx.save(tmp_path / kind)
+    assert (out / "index.faiss").is_file()
+    back = GalleryIndex.open(out)
+    assert back.kind == kind and [[h.id for h in r] for r in back.search(q, 5, modality=I)] == got
+    # FAISS and SQLite disagreeing in count is refused with the numbers
+    import faiss
+
+    small = faiss.read_index(str(out / "index.faiss"))
+    small.reset()
+    faiss.write_index(small, str(out / "index.faiss"))
+    with pytest.raises(IndexError_, match=r"items.sqlite rows = 400, .*index.faiss vectors = 0"):
+        GalleryIndex.open(out)
