@@ -1,0 +1,195 @@
+"""`vireid index build|add`, `vireid search`, `vireid export` and `vireid serve` (thin layers; no torch at import)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+MODALITIES = ("visible", "infrared")
+
+
+def _modality(value: str) -> str:
+    """argparse type: a modality name or alias (rgb, ir, thermal, ...) -> 'visible' or 'infrared'."""
+    from ..core import Modality, ModalityError
+
+    try:
+        return Modality.parse(value).value
+    except ModalityError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _extractor(run: "str | None", index_dir: "str | Path | None", args: argparse.Namespace):
+    """The FeatureExtractor of --run, or of the checkpoint recorded in the index's meta.json."""
+    from ..core import IndexError_
+    from .extractor import FeatureExtractor
+
+    if run is None:
+        meta_path = Path(index_dir) / "meta.json" if index_dir is not None else None
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path is not None else {}
+        except (OSError, ValueError):
+            meta = {}
+        run = (meta.get("model") or {}).get("checkpoint")
+        if not run:
+            raise IndexError_(f"no --run given and {meta_path} records no checkpoint; pass --run RUN_DIR")
+        feature = meta.get("feature", "bn")
+        flip = (meta.get("model") or {}).get("flip")
+    else:
+        feature, flip = args.feature, None
+    return FeatureExtractor(run, device=args.device, feature=feature or "bn", batch_size=args.batch_size,
+                            checkpoint=getattr(args, "checkpoint", "auto"), flip=flip)
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="embedding gallery", leave=False, dynamic_ncols=True, file=sys.stderr)
+    return bar, bar.update
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .gallery import build_index, scan_images
+
+    extractor = _extractor(args.run, None, args)
+    bar, update = _progress(len(scan_images(args.images, args.modality)), args.progress)
+    index = build_index(extractor, args.images, args.out, modality=args.modality, kind=args.kind,
+                        overwrite=args.overwrite, progress=update)
+    if bar is not None:
+        bar.close()
+    n_vis = sum(it.modality.value == "visible" for it in index.items)
+    print(f"indexed {len(index)} images ({n_vis} visible, {len(index) - n_vis} infrared) into {args.out} "
+          f"[{index.kind}, {index.feature} features, dim {index.dim}, model {index.fingerprint[:12]}]")
+    return 0
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from .gallery import add_to_index
+
+    extractor = _extractor(args.run, args.index, args)
+    index, added = add_to_index(extractor, args.index, args.images, modality=args.modality)
+    print(f"added {added} images to {args.index}; it now holds {len(index)}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..core import ConfigError
+    from .index import GalleryIndex
+    from .search import render_results, search_images
+
+    if args.topk < 1:
+        raise ConfigError(f"--topk must be at least 1, got {args.topk}")
+    extractor = _extractor(args.run, args.index, args)
+    index = GalleryIndex.open(args.index, extractor=extractor)
+    results = search_images(index, extractor, args.queries, args.modality, topk=args.topk,
+                            cross_modal_only=args.cross_modal_only)
+    failed = 0
+    for r in results:
+        if r.error is not None:
+            failed += 1
+            print(f"vireid search: query {r.query} failed: {r.error}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(r.to_dict()))
+        else:
+            print(f"query {r.query} ({r.modality.value}): {len(r.hits)} matches")
+            for rank, h in enumerate(r.hits, start=1):
+                cam = "-" if h.item.camera is None else h.item.camera
+                pid = "-" if h.item.pid is None else h.item.pid
+                print(f"  {rank:3d}  {h.score:+.4f}  {h.item.modality.value:8s}  cam {cam}  pid {pid}  {h.item.path}")
+    if args.render:
+        out = render_results(index, [r for r in results if r.error is None], args.render)
+        print(f"rendered {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    report = export_onnx(args.run, args.out, feature=args.feature, checkpoint=args.checkpoint,
+                         opset=args.opset, input_kind=args.input, tolerance=args.tolerance)
+    print(f"exported {report['out']} (inputs: {', '.join(report['inputs'])}; output {report['output']} "
+          f"(N, {report['dim']})); ONNX Runtime vs PyTorch max abs difference {report['max_abs_diff']:.2e} "
+          f"<= {report['tolerance']:.0e}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import run_server
+
+    run_server(args.index, host=args.host, port=args.port, run=args.run, device=args.device,
+               max_upload_mb=args.max_upload_mb, api_key_file=args.api_key_file)
+    return 0
+
+
+def _model_options(p: argparse.ArgumentParser, run_required: bool) -> None:
+    if run_required:
+        p.add_argument("run", metavar="RUN_DIR", help="trained run directory or checkpoint file")
+    else:
+        p.add_argument("--run", default=None,
+                       help="trained run directory or checkpoint (default: the one recorded in the index)")
+    p.add_argument("--checkpoint", default="auto", help="best, last, auto (default) or a file")
+    p.add_argument("--feature", default="bn", help="feature kind to index (default: bn)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `index`, `search`, `export` and `serve` to the `vireid` command."""
+    p_index = subparsers.add_parser("index", help="build or grow a gallery index")
+    isub = p_index.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    p = isub.add_parser("build", help="embed a folder of images into a new index")
+    _model_options(p, run_required=True)
+    p.add_argument("--images", required=True, help="<root>/<visible|infrared>/<camN>/<pid>/*.jpg, or flat with --modality")
+    p.add_argument("--out", required=True, help="index directory to create")
+    p.add_argument("--modality", type=_modality, metavar="{visible,infrared}",
+                   help="every image under --images is of this modality (flat folder)")
+    p.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default="flat",
+                   help="flat: exact search (default); ivf/hnsw: approximate, needs vireid[faiss]")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_index_build)
+
+    p = isub.add_parser("add", help="embed more images into an existing index (already indexed paths are skipped)")
+    p.add_argument("index", metavar="INDEX_DIR")
+    _model_options(p, run_required=False)
+    p.add_argument("--images", required=True, help="folder of images (layout as for build)")
+    p.add_argument("--modality", type=_modality, metavar="{visible,infrared}",
+                   help="every image under --images is of this modality")
+    p.set_defaults(func=cmd_index_add)
+
+    p = subparsers.add_parser("search", help="rank gallery images for query images")
+    p.add_argument("index", metavar="INDEX_DIR")
+    p.add_argument("queries", metavar="QUERY", nargs="+", help="query image files")
+    _model_options(p, run_required=False)
+    p.add_argument("--modality", required=True, type=_modality, metavar="{visible,infrared}",
+                   help="modality of the query images")
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--cross-modal-only", action="store_true", help="only return images of the other modality")
+    p.add_argument("--render", metavar="OUT_PNG", help="also draw the ranked lists to this PNG")
+    p.add_argument("--json", action="store_true", help='one {"query", "modality", "results": [...]} object per line')
+    p.set_defaults(func=cmd_search)
+
+    p = subparsers.add_parser("export", help="export a trained model to ONNX (with a parity check)")
+    _model_options(p, run_required=True)
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--input", choices=("float", "uint8"), default="float",
+                   help="image input: float RGB in [0, 1] (default) or uint8 RGB 0..255, (N, 3, H, W)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed (default 1e-4)")
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("serve", help="REST API and web page over an index (needs vireid[serve])")
+    p.add_argument("index", metavar="INDEX_DIR")
+    p.add_argument("--run", default=None, help="run or checkpoint (default: the one recorded in the index)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=10.0)
+    p.add_argument("--api-key-file", default=None, help="file holding the key for POST /items (else $VIREID_API_KEY)")
+    p.set_defaults(func=cmd_serve)

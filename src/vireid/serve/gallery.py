@@ -1,0 +1,108 @@
+"""Building and growing a GalleryIndex from image folders (the `folder` layout, or a flat folder of one modality)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from ..core import IndexError_, Modality, ModalityError
+from ..data.images import is_image_file
+from .index import GalleryIndex, IndexItem
+
+_CAM_RE = re.compile(r"(?:cam|c)?(\d+)", re.IGNORECASE)
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """`path` resolved; IndexError_ when it (e.g. a symlink) leads outside `root`."""
+    full = path.resolve()
+    if full != root and root not in full.parents:
+        raise IndexError_(f"{path} resolves to {full}, outside the image folder {root}; "
+                          "refusing to index files outside the folder given (remove the link or copy the file in)")
+    return full
+
+
+def scan_images(images: "str | Path", modality: "Modality | str | None" = None) -> list[IndexItem]:
+    """Items of an image folder: `<root>/<modality>/<camera>/<pid>/*.jpg`, or every image under a flat folder.
+
+    With `modality` the folder is flat: every image below it (sorted, recursively) is of that modality and
+    has no camera or identity. Without it the `folder` dataset layout is required.
+    """
+    root = Path(images).expanduser()
+    if not root.is_dir():
+        raise IndexError_(f"image folder {root} does not exist or is not a folder")
+    root = root.resolve()
+    items: list[IndexItem] = []
+    if modality is not None:
+        mod = Modality.parse(modality)
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and is_image_file(p.name):
+                items.append(IndexItem(path=str(_inside(p, root)), modality=mod))
+    else:
+        for mod_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                mod = Modality.parse(mod_dir.name)
+            except ModalityError:
+                raise IndexError_(
+                    f"unexpected folder {mod_dir}: without --modality the images must be laid out as "
+                    f"{root}/<visible|infrared>/<camN>/<pid>/*.jpg; for a flat folder of one modality pass "
+                    "--modality visible or --modality infrared") from None
+            for cam_dir in sorted(p for p in mod_dir.iterdir() if p.is_dir()):
+                m = _CAM_RE.fullmatch(cam_dir.name)
+                if not m:
+                    raise IndexError_(f"unexpected folder {cam_dir}: camera folders are named camN or N")
+                for pid_dir in sorted(p for p in cam_dir.iterdir() if p.is_dir()):
+                    if not pid_dir.name.isdigit():
+                        raise IndexError_(f"unexpected folder {pid_dir}: person folders are integer ids (e.g. 0007)")
+                    for p in sorted(pid_dir.iterdir()):
+                        if p.is_file() and is_image_file(p.name):
+                            items.append(IndexItem(path=str(_inside(p, root)), modality=mod,
+                                                   camera=int(m.group(1)), pid=int(pid_dir.name)))
+    if not items:
+        how = "any image below it" if modality is not None else "<visible|infrared>/<camN>/<pid>/*.jpg"
+        raise IndexError_(f"no images found in {root} (expected {how})")
+    return items
+
+
+def embed_items(extractor: Any, items: list[IndexItem], chunk: int = 512,
+                progress: Callable[[int], None] | None = None) -> Any:
+    """(N, D) features of `items`, in chunks so memory stays bounded; a bad image names its file."""
+    import numpy as np
+
+    parts = []
+    for j in range(0, len(items), chunk):
+        part = items[j:j + chunk]
+        parts.append(extractor([it.path for it in part], [it.modality for it in part]))
+        if progress is not None:
+            progress(len(part))
+    return np.concatenate(parts) if parts else np.zeros((0, extractor.dim), dtype=np.float32)
+
+
+def build_index(extractor: Any, images: "str | Path", out: "str | Path", *, modality: "Modality | str | None" = None,
+                kind: str = "flat", overwrite: bool = False,
+                progress: Callable[[int], None] | None = None) -> GalleryIndex:
+    """Embed every image of `images` and save a new index at `out` (atomically)."""
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise IndexError_(f"{out} exists and is not empty; choose another --out, or pass --overwrite to replace it")
+    items = scan_images(images, modality)
+    index = GalleryIndex.for_extractor(extractor, kind=kind, roots=[str(Path(images).expanduser().resolve())])
+    index.add(embed_items(extractor, items, progress=progress), items)
+    index.save(out)
+    return index
+
+
+def add_to_index(extractor: Any, index_dir: "str | Path", images: "str | Path", *,
+                 modality: "Modality | str | None" = None, skip_existing: bool = True,
+                 progress: Callable[[int], None] | None = None) -> tuple[GalleryIndex, int]:
+    """Embed the images of `images` not yet indexed and add them; returns (index, number added)."""
+    index = GalleryIndex.open(index_dir, extractor=extractor)
+    known = {it.path for it in index.items} if skip_existing else set()
+    items = [it for it in scan_images(images, modality) if it.path not in known]
+    root = str(Path(images).expanduser().resolve())
+    if root not in index.roots:
+        index.roots.append(root)
+    if items:
+        index.add(embed_items(extractor, items, progress=progress), items)
+    index.save()
+    return index, len(items)

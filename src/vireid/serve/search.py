@@ -1,0 +1,93 @@
+"""Searching an index with query images, and drawing the ranked results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..core import Modality, VireidError
+from .index import GalleryIndex, Hit
+
+
+@dataclass
+class QueryResult:
+    """The ranked hits of one query, or why it could not be answered."""
+
+    query: Any
+    modality: Modality
+    hits: list[Hit] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"results": [...]}` as the REST API returns it, plus the query and its modality."""
+        out: dict[str, Any] = {"query": str(self.query), "modality": self.modality.value,
+                               "results": [h.to_dict() for h in self.hits]}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def search_images(index: GalleryIndex, extractor: Any, queries: Sequence[Any], modality: "Modality | str", *,
+                  topk: int = 10, cross_modal_only: bool = False) -> list[QueryResult]:
+    """Embed each query on its own, so one undecodable image fails alone; then search them together."""
+    import numpy as np
+
+    mod = Modality.parse(modality)
+    index.check_model(extractor)
+    results = [QueryResult(q, mod) for q in queries]
+    feats, ok = [], []
+    for i, q in enumerate(queries):
+        try:
+            feats.append(extractor(q, mod))
+            ok.append(i)
+        except (VireidError, OSError, ValueError, TypeError) as exc:
+            results[i].error = str(exc)
+    if ok:
+        hits = index.search(np.concatenate(feats), topk, cross_modal_only=cross_modal_only, query_modality=mod)
+        for i, h in zip(ok, hits):
+            results[i].hits = h
+    return results
+
+
+def render_results(index: GalleryIndex, results: Sequence[QueryResult], out: "str | Path",
+                   tile: tuple[int, int] = (128, 64)) -> Path:
+    """A PNG grid, one row per query: the query, then its hits with rank, score and modality (atomic write)."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    from ..data.images import load_rgb
+    from ..utils.atomic import atomic_path
+
+    th, tw = tile
+    caption = 28
+    ncols = 1 + max((len(r.hits) for r in results), default=0)
+    sheet = Image.new("RGB", (ncols * (tw + 4) + 4, max(1, len(results)) * (th + caption + 4) + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+
+    def paste(img: "Image.Image | None", row: int, col: int, lines: list[str], colour: str) -> None:
+        x, y = 4 + col * (tw + 4), 4 + row * (th + caption + 4)
+        if img is not None:
+            sheet.paste(ImageOps.pad(img, (tw, th), color=(0, 0, 0)), (x, y))
+        draw.rectangle([x - 2, y - 2, x + tw + 1, y + th + 1], outline=colour, width=2)
+        for k, line in enumerate(lines):
+            draw.text((x, y + th + 2 + 12 * k), line, fill="black")
+
+    def load(path: Any) -> "Image.Image | None":
+        try:
+            return path if isinstance(path, Image.Image) else load_rgb(path)
+        except (VireidError, OSError):
+            return None
+
+    for row, r in enumerate(results):
+        paste(load(r.query), row, 0, ["query", r.modality.value[:3]], "black")
+        for col, h in enumerate(r.hits, start=1):
+            try:
+                img = load(index.image_path(h.item))
+            except VireidError:
+                img = None
+            paste(img, row, col, [f"#{col} {h.score:.3f}", f"{h.item.modality.value[:3]} id {h.item.pid}"],
+                  "royalblue" if h.item.modality is Modality.VISIBLE else "firebrick")
+    out = Path(out).expanduser()
+    with atomic_path(out, suffix=".png") as tmp:
+        sheet.save(tmp, format="PNG")
+    return out
