@@ -100,6 +100,17 @@ def test_heads_have_the_documented_layers():
     assert [(m.in_features, m.out_features) for m in linears] == [(2048, 1000), (1000, 500), (500, 2)]
     assert sum(isinstance(m, torch.nn.ReLU) for m in disc.net) == 2  # none after the logits
     assert disc(torch.randn(4, 2048)).shape == (4, 2)
+    assert isinstance(head.act, torch.nn.ReLU)
+    leaky = IdHead(4, 3, hidden_dim=2, activation="leaky_relu")
+    with torch.no_grad():
+        leaky.fc1.weight.fill_(-1.0)
+        leaky.fc1.bias.zero_()
+    x = torch.ones(2, 4)
+    hidden, _ = leaky(x)
+    assert torch.equal(hidden, torch.full((2, 2), -4.0))
+    assert torch.allclose(leaky.act(hidden), torch.full((2, 2), -0.4))  # slope 0.1: a negative unit still passes gradient
+    with pytest.raises(ValueError, match="IdHead activation must be one of"):
+        IdHead(4, 3, activation="tanh")
     assert ModalityDiscriminator(8, hidden=[16]).widths == (8, 16, 2)
     with pytest.raises(ValueError, match="ModalityDiscriminator: every layer width must be >= 1"):
         ModalityDiscriminator(8, hidden=[0])
@@ -253,7 +264,7 @@ def test_batch_without_both_modalities_is_refused():
 
 
 @pytest.mark.parametrize("key,value", [("mode", "both"), ("alternate_over", "batches"), ("mining", "semi"),
-                                       ("bn_feature", "neck")])
+                                       ("bn_feature", "neck"), ("id_activation", "gelu")])
 def test_bad_options_are_config_errors(key, value):
     cfg = tiny_config("cmgan", *SMALL, f"method.{key}={value}")
     with pytest.raises(ConfigError, match=f"method.{key} must be one of"):
@@ -286,6 +297,7 @@ def test_benchmark_configs_carry_the_paper_values(name):
     assert (cfg.optim.lr, m.disc_lr, cfg.optim.backbone_lr_mult) == (1e-4, 1e-3, 1.0)
     assert (cfg.model.arch, cfg.model.last_stride, cfg.model.modality_specific, cfg.model.pooling) == (
         "resnet50", 2, [], "avg")
+    assert (m.id_hidden, m.id_activation, m.disc_hidden, m.mining) == (512, "relu", [1000, 500], "hard")
     assert 2 * cfg.sampler.num_ids * cfg.sampler.num_pos == 20  # the paper's batch size
     assert cfg.data.name == name and cfg.eval.protocol == name
 

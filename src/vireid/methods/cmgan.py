@@ -34,6 +34,7 @@ MODES = ("split", "literal")
 ALTERNATE_OVER = ("iterations", "epochs")
 MININGS = ("hard", "random")
 BN_FEATURES = ("pool", "hidden")
+ID_ACTIVATIONS = ("relu", "leaky_relu")
 
 
 @dataclass
@@ -52,6 +53,7 @@ class CmGANOptions(MethodOptions):
     eta: float = 1.0  # scale of the D-step objective [unspec; 1 in the unofficial code]
     disc_lr: float = 1.0e-3  # discriminator lr (the generator's is optim.lr = 1e-4)
     id_hidden: int = 512  # ID head: GAP -> id_hidden -> ReLU -> N [unofficial]
+    id_activation: str = "relu"  # relu [unofficial] | leaky_relu (cannot die; see docs/methods/cmgan.md)
     disc_hidden: list = field(default_factory=lambda: [1000, 500])  # discriminator hidden widths [unofficial]
     bn_feature: str = "pool"  # what embed() calls "bn" (cmGAN has no BN-neck): pool | hidden
 
@@ -78,7 +80,8 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 def _validate(opts: CmGANOptions) -> None:
     choices = {"mode": (opts.mode, MODES), "alternate_over": (opts.alternate_over, ALTERNATE_OVER),
-               "mining": (opts.mining, MININGS), "bn_feature": (opts.bn_feature, BN_FEATURES)}
+               "mining": (opts.mining, MININGS), "bn_feature": (opts.bn_feature, BN_FEATURES),
+               "id_activation": (opts.id_activation, ID_ACTIVATIONS)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"method.{key} must be one of {allowed}, got {value!r}")
@@ -106,7 +109,7 @@ class CmGAN(Method):
         self.backbone = ResNetBackbone.from_config(cfg.model)
         dim = self.backbone.out_channels
         self.pool = build_pooling(cfg.model.pooling, cfg.model.gem_p)
-        self.id_head = IdHead(dim, num_classes, hidden_dim=opts.id_hidden)
+        self.id_head = IdHead(dim, num_classes, hidden_dim=opts.id_hidden, activation=opts.id_activation)
         self.discriminator = ModalityDiscriminator(dim, hidden=opts.disc_hidden, num_modalities=2)
         self.dim = dim
         self._acc_sum = 0.0

@@ -16,24 +16,31 @@ def _check_dims(where: str, dims: Sequence[int]) -> list[int]:
     return out
 
 
-class IdHead(nn.Module):
-    """hidden = W1 x + b1, logits = W2 relu(hidden) + b2: (B, in_dim) -> ((B, hidden_dim), (B, num_classes)).
+ACTIVATIONS = ("relu", "leaky_relu")
+LEAKY_SLOPE = 0.1
 
-    cmGAN's "two fully-connected layers for ID predictions"; widths 2048 -> 512 -> N with biases
-    follow the unofficial code (torch's default Linear init).
+
+class IdHead(nn.Module):
+    """hidden = W1 x + b1, logits = W2 act(hidden) + b2: (B, in_dim) -> ((B, hidden_dim), (B, num_classes)).
+
+    cmGAN's "two fully-connected layers for ID predictions"; widths 2048 -> 512 -> N with biases and
+    act = ReLU follow the unofficial code (torch's default Linear init). act = "leaky_relu" (slope 0.1)
+    keeps the head trainable when every hidden unit would otherwise be driven negative ("dead").
     """
 
-    def __init__(self, in_dim: int, num_classes: int, hidden_dim: int = 512) -> None:
+    def __init__(self, in_dim: int, num_classes: int, hidden_dim: int = 512, activation: str = "relu") -> None:
         super().__init__()
         in_dim, hidden_dim, num_classes = _check_dims("IdHead", (in_dim, hidden_dim, num_classes))
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"IdHead activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.fc1 = nn.Linear(in_dim, hidden_dim)
-        self.relu = nn.ReLU(inplace=False)
+        self.act = nn.ReLU() if activation == "relu" else nn.LeakyReLU(LEAKY_SLOPE)
         self.fc2 = nn.Linear(hidden_dim, num_classes)
         self.hidden_dim = hidden_dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.fc1(x)
-        return hidden, self.fc2(self.relu(hidden))
+        return hidden, self.fc2(self.act(hidden))
 
 
 class ModalityDiscriminator(nn.Module):
