@@ -217,15 +217,18 @@ class GalleryIndex:
         if not len(self):
             return [[] for _ in range(q.shape[0])]
         if self.kind == "flat":
-            return [self._exact(qi, topk, want) for qi, want in zip(q, allowed)]
+            out: list[list[Hit]] = []
+            for j in range(0, q.shape[0], 256):  # one matrix product per block of queries
+                block = q[j:j + 256] @ self.vectors.T
+                out += [self._exact(row, topk, want) for row, want in zip(block, allowed[j:j + 256])]
+            return out
         return [self._approximate(qi, topk, want) for qi, want in zip(q, allowed)]
 
     def _hits(self, ids: np.ndarray, scores: np.ndarray, topk: int) -> list[Hit]:
         order = np.lexsort((ids, -scores))[:topk]  # score descending, then id ascending: deterministic ties
         return [Hit(int(ids[i]), float(scores[i]), self.items[int(ids[i])]) for i in order]
 
-    def _exact(self, q: np.ndarray, topk: int, want: Modality | None) -> list[Hit]:
-        scores = self.vectors @ q
+    def _exact(self, scores: np.ndarray, topk: int, want: Modality | None) -> list[Hit]:
         ids = np.arange(len(self)) if want is None else np.flatnonzero(self._codes == want.code)
         scores = scores[ids]
         if len(ids) > topk:
