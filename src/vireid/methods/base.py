@@ -24,15 +24,17 @@ class MethodOptions:
 class Stepper(Protocol):
     """Owns backward, AMP scaling, gradient clipping, optimizer steps and DDP details.
 
-    `step(loss, "main")` back-propagates `loss` and steps the optimizer registered as "main";
-    a method calls it once per optimizer in its own order (adversarial methods alternate).
-    `epoch` (0-based) and `global_step` tell where training is.
+    `step(loss, "main", parts={...})` back-propagates `loss` and steps the optimizer registered as
+    "main"; a method calls it once per optimizer in its own order (adversarial methods alternate).
+    `parts` (the loss terms) lets a non-finite loss be reported by name. `epoch` (0-based) and
+    `global_step` tell where training is.
     """
 
     epoch: int
     global_step: int
 
-    def __call__(self, loss: torch.Tensor, name: str = "main", *, retain_graph: bool = False) -> None: ...
+    def __call__(self, loss: torch.Tensor, name: str = "main", *, retain_graph: bool = False,
+                 parts: "dict[str, torch.Tensor] | None" = None) -> None: ...
 
 
 OptimizerEntry = tuple[torch.optim.Optimizer, Any]  # (optimizer, per-epoch LR scheduler or None)
