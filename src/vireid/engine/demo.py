@@ -89,8 +89,9 @@ def format_demo_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
         for label in ("trained", "untrained"):
             m = rows[label][mode]
             lines.append(f"{mode:<8} {label:<10} {100 * m['rank1']:7.2f} {100 * m['mAP']:7.2f} {100 * m['mINP']:7.2f}")
-        ratio = rows["trained"][mode]["rank1"] / max(rows["untrained"][mode]["rank1"], 1e-9)
-        lines.append(f"{mode:<8} {'ratio':<10} {ratio:7.2f}x rank-1")
+        t, u = rows["trained"][mode], rows["untrained"][mode]
+        ratios = [t[k] / max(u[k], 1e-9) for k in ("rank1", "mAP", "mINP")]
+        lines.append(f"{mode:<8} {'ratio':<10} " + " ".join(f"{r:6.2f}x" for r in ratios))
     return "\n".join(lines)
 
 
