@@ -387,4 +387,4 @@ def test_paper_setting_configs():
     assert llcm.sampler == sysu.sampler and llcm.optim == sysu.optim
     synth = load_config(REPO / "configs" / "synthetic" / "mpanet.yaml")
     assert synth.model.arch == "resnet18" and synth.model.pretrained == "none"
-    assert (synth.data.height, synth.data.width, synth.sampler.kind) == (128, 64, "mpanet")
+    assert (synth.data.height, synth.data.width, synth.sampler.kind) == (64, 32, "mpanet")
