@@ -1,8 +1,12 @@
 """Evaluation speed: vectorised `evaluate_ranking` vs a per-query NumPy loop on SYSU-sized trials.
 
 SYSU-MM01 structure (protocols.md 2.3): 3,803 infrared queries x 301 (all-search) / 112 (indoor)
-visible gallery images, 2,048-d features with identity structure, 10 AGW trials per mode. Both
-implementations score the same distance matrices; their CMC, mAP and mINP must agree to 1e-6.
+visible gallery images, 2,048-d features with identity structure, 10 AGW trials per mode. Two loops
+score the same distance matrices as `evaluate_ranking`, and all must agree to 1e-6 in CMC, mAP and
+mINP: a lean NumPy loop (per query, but with the per-item steps vectorised) and a reference-style
+loop that keeps the community eval_sysu's per-item Python steps (the identity deduplication and the
+AP precision curve built item by item). The issue's target (>= 20x) is against the latter, which is
+how the reference code works; both ratios are printed.
 Then a large case (default 20,000 x 20,000) goes through the Evaluator, which computes distances
 block by block and ranks queries in chunks, so the full matrix never exists at once.
 
@@ -72,6 +76,41 @@ def reference_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20):
     return np.asarray(all_cmc, dtype=np.float64).mean(0), float(np.mean(all_ap)), float(np.mean(all_inp))
 
 
+def reference_style_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20):
+    """Per query, the steps of the community's eval_sysu as protocols.md section 3 describes them,
+    including its element-by-element Python work: the deduplicated identity list is rebuilt item by
+    item in rank order, and the AP precision curve is built item by item. Stable sort and last-value
+    padding as in vireid (the reference crashes on short rows, P5)."""
+    num_q, num_g = distmat.shape
+    max_rank = min(max_rank, num_g)
+    indices = np.argsort(distmat, axis=1, kind="stable")
+    pred_label = g_pids[indices]
+    matches = (pred_label == q_pids[:, None]).astype(np.int32)
+    all_cmc, all_ap, all_inp = [], [], []
+    for q_idx in range(num_q):
+        order = indices[q_idx]
+        keep = np.invert((q_camids[q_idx] == 3) & (g_camids[order] == 2))
+        ranked = pred_label[q_idx][keep]
+        first_positions = np.unique(ranked, return_index=True)[1]
+        dedup = [ranked[i] for i in sorted(first_positions)]
+        id_match = (np.asarray(dedup) == q_pids[q_idx]).astype(np.int32)
+        raw = matches[q_idx][keep]
+        if not np.any(raw):
+            continue
+        cmc = id_match.cumsum()
+        cmc[cmc > 1] = 1
+        cmc = cmc[:max_rank]
+        if len(cmc) < max_rank:
+            cmc = np.concatenate([cmc, np.full(max_rank - len(cmc), cmc[-1])])
+        all_cmc.append(cmc)
+        pos = np.where(raw == 1)[0]
+        all_inp.append(raw.sum() / (pos.max() + 1.0))
+        running = raw.cumsum()
+        precision = np.asarray([x / (i + 1.0) for i, x in enumerate(running)]) * raw
+        all_ap.append(precision.sum() / raw.sum())
+    return np.asarray(all_cmc, dtype=np.float64).mean(0), float(np.mean(all_ap)), float(np.mean(all_inp))
+
+
 def sysu_case(device: str, dim: int = 2048) -> None:
     rng = np.random.default_rng(0)
     samples = sysu_like_samples(rng)
@@ -80,7 +119,7 @@ def sysu_case(device: str, dim: int = 2048) -> None:
     pid = np.array([s.pid for s in samples])
     feats = centers[pid] + 4.0 * rng.normal(size=(len(samples), dim)).astype(np.float32)
     feats = torch.nn.functional.normalize(torch.from_numpy(feats), dim=1).to(device)
-    total_vec = total_ref = 0.0
+    total_vec = total_ref = total_style = 0.0
     worst = 0.0
     for mode in ("all", "indoor"):
         trials = sysu_trials(samples, mode=mode, trials=10)
@@ -88,7 +127,7 @@ def sysu_case(device: str, dim: int = 2048) -> None:
         qf = feats[[index[s] for s in q]]
         q_pids = np.array([s.pid for s in q])
         q_cams = np.array([s.camid for s in q])
-        vec_t = ref_t = 0.0
+        vec_t = ref_t = style_t = 0.0
         for t in trials:
             gf = feats[[index[s] for s in t.gallery]]
             g_pids = np.array([s.pid for s in t.gallery])
@@ -104,13 +143,20 @@ def sysu_case(device: str, dim: int = 2048) -> None:
             cmc, mAP, mINP = reference_eval(dist_np, q_pids, g_pids, q_cams, g_cams)
             ref_t += time.perf_counter() - t0
             worst = max(worst, float(np.abs(m.cmc - cmc).max()), abs(m.mAP - mAP), abs(m.mINP - mINP))
+            t0 = time.perf_counter()
+            cmc, mAP, mINP = reference_style_eval(dist_np, q_pids, g_pids, q_cams, g_cams)
+            style_t += time.perf_counter() - t0
+            worst = max(worst, float(np.abs(m.cmc - cmc).max()), abs(m.mAP - mAP), abs(m.mINP - mINP))
         total_vec += vec_t
         total_ref += ref_t
+        total_style += style_t
         print(f"SYSU {mode:6s}: {len(q)} queries x {len(trials[0].gallery)} gallery, 10 trials | "
-              f"vectorised {vec_t:.3f} s, per-query loop {ref_t:.3f} s, speed-up {ref_t / vec_t:.1f}x")
+              f"vectorised {vec_t:.3f} s | lean NumPy loop {ref_t:.3f} s ({ref_t / vec_t:.1f}x) | "
+              f"reference-style loop {style_t:.3f} s ({style_t / vec_t:.1f}x)")
     status = "OK" if worst <= 1e-6 else "MISMATCH"
     print(f"max |difference| in CMC/mAP/mINP over 20 trials: {worst:.2e} ({status}, tolerance 1e-6)")
-    print(f"total: vectorised {total_vec:.3f} s vs loop {total_ref:.3f} s -> {total_ref / total_vec:.1f}x")
+    print(f"total: vectorised {total_vec:.3f} s vs lean loop {total_ref:.3f} s -> {total_ref / total_vec:.1f}x; "
+          f"vs reference-style loop {total_style:.3f} s -> {total_style / total_vec:.1f}x (target >= 20x)")
     if worst > 1e-6:
         raise SystemExit(1)
 

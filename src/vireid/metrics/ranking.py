@@ -341,10 +341,10 @@ def _rank_chunk_counting(d: torch.Tensor, q_inv: torch.Tensor, q_key: torch.Tens
         before = (d < fv[:, None]) | ((d == fv[:, None]) & (pos0[None, :] < fk[:, None]))
         if removed is not None:
             before &= ~removed
-        rb, kb = before.nonzero(as_tuple=True)
-        seen = torch.zeros((c, num_ids), dtype=torch.bool, device=dev)
-        seen[rb, ids[kb]] = True
-        first_hit = seen.view(torch.uint8).sum(1, dtype=torch.int32).long() + 1
+        # distinct identities among the items ranked before the first match: one scatter, no nonzero()
+        seen = torch.zeros((c, num_ids), dtype=torch.int32, device=dev)
+        seen.scatter_add_(1, ids.expand(c, g), before.to(torch.int32))
+        first_hit = (seen > 0).sum(1, dtype=torch.int32).long() + 1
     ap = torch.where(valid, ap, nan)
     inp = torch.where(valid, inp, nan)
     first_hit = torch.where(valid, first_hit, torch.full((), -1, dtype=first_hit.dtype, device=dev))
