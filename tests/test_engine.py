@@ -113,3 +113,35 @@ def test_resume_after_sigkill_is_exact(data_root, tmp_path):
     assert a.keys() == b.keys()
     worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].dtype.is_floating_point)
     assert worst <= 1e-6, f"resumed weights differ from the uninterrupted run by {worst}"
+
+
+def test_best_checkpoint_is_selected_on_validation_identities(data_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(data_root, "data.train_split=train", "train.select_best=val", "train.eval_every=1",
+                              "train.epochs=2"), run).fit()
+    best = read_checkpoint(run / "checkpoints" / "best.pt")
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["kind"] == "val"]
+    assert [r["epoch"] for r in val] == [0, 1]
+    assert best["best"] == max(r["rank1"] for r in val)
+    assert find_checkpoint(run) == run / "checkpoints" / "best.pt"  # eval prefers the selected one
+
+
+def test_select_best_without_validation_ids_is_refused(data_root, tmp_path):
+    from vireid.core import ConfigError
+
+    with pytest.raises(ConfigError, match=r"select_best=val needs validation identities: set data.train_split=train"):
+        Trainer(tiny_train_config(data_root, "train.select_best=val", "train.eval_every=1", "train.epochs=1"),
+                tmp_path / "run").fit()
+
+
+def test_missing_synthetic_data_says_how_to_make_it(tmp_path, capsys):
+    from tests.helpers import REPO
+
+    missing = tmp_path / "synthetic-sysu"
+    rc = cli_main(["train", str(REPO / "configs/synthetic/baseline.yaml"), f"data.root={missing}",
+                   "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"dataset root {missing} does not exist" in err
+    assert f"vireid synth --layout sysu --out {missing}" in err
