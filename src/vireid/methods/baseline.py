@@ -40,13 +40,9 @@ class Baseline(Method):
         opts: BaselineOptions = cfg.method
         if opts.variant not in VARIANTS:
             raise ConfigError(f"method.variant must be one of {VARIANTS}, got {opts.variant!r}")
-        m = cfg.model
-        self.backbone = ResNetBackbone(
-            arch=m.arch, last_stride=m.last_stride, modality_specific=tuple(m.modality_specific),
-            in_channels=m.in_channels, non_local=m.non_local, non_local_inter=m.non_local_inter,
-            pretrained=m.pretrained)
+        self.backbone = ResNetBackbone.from_config(cfg.model)
         dim = self.backbone.out_channels
-        self.pool = build_pooling(m.pooling, m.gem_p)
+        self.pool = build_pooling(cfg.model.pooling, cfg.model.gem_p)
         self.neck = BNNeck(dim, bias_frozen=True, weight_init="kaiming")
         self.classifier = Classifier(dim, num_classes, bias=False, init_std=0.001)
         self.dim = dim
