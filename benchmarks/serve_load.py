@@ -164,7 +164,7 @@ def build_tiny_index(work: Path) -> Path:
     run = lambda *a: subprocess.run([*VIREID, *a], check=True, env=env, stdout=subprocess.DEVNULL)  # noqa: E731
     run("synth", "--layout", "sysu", "--out", str(work / "data"), "--ids", "12", "--images-per-camera", "2",
         "--size", "64x32", "--workers", "1", "--no-progress")
-    run("train", str(REPO / "configs" / "synthetic" / "baseline.yaml"), "--out", str(work / "run"), "--no-progress",
+    run("train", "--out", str(work / "run"), "--no-progress", str(REPO / "configs" / "synthetic" / "baseline.yaml"),
         f"data.root={work / 'data'}", "data.height=32", "data.width=16", "data.num_workers=0", "train.device=cpu",
         "sampler.num_ids=4", "sampler.num_pos=2", "train.epochs=1", "train.max_steps_per_epoch=2",
         "eval.options={mode: all, shots: 1, gallery_sampler: agw, trials: 1}")
