@@ -46,10 +46,12 @@ def test_circular_base(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+# configs/base/ holds fragments that are only loaded through their children
+SHIPPED = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "base")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
-    if path.parent.name == "base":
-        pytest.skip("base fragments are loaded through their children")
     cfg = load_config(path)
     assert isinstance(cfg, Config)
     dumped = tmp_path / "resolved.yaml"
