@@ -304,6 +304,6 @@ def test_benchmark_configs_carry_the_paper_values(name):
 
 def test_synthetic_preset_is_a_small_cpu_model():
     cfg = load_config(REPO / "configs" / "synthetic" / "cmgan.yaml")
-    assert (cfg.model.arch, cfg.model.pretrained, cfg.data.height, cfg.data.width) == ("resnet18", "none", 64, 32)
+    assert (cfg.model.arch, cfg.model.pretrained, cfg.data.height, cfg.data.width) == ("resnet18", "none", 128, 64)
     assert cfg.data.root == "data/synthetic-sysu" and cfg.sampler.kind == "agw"
     assert cfg.method.disc_lr == pytest.approx(10 * cfg.optim.lr)
