@@ -7,24 +7,18 @@ from typing import Callable, Sequence
 import torch
 
 from ..core import Modality, Sample
+from ..metrics.flip import fuse_flip
 from ..methods import Method
 from .distributed import DistInfo
 
 
-def fuse_flip_caj(f: torch.Tensor, f_flip: torch.Tensor) -> torch.Tensor:
-    """CAJ flip fusion: normalise((normalise(f) + normalise(f')) / 2)."""
-    import torch.nn.functional as F
-
-    return F.normalize((F.normalize(f, dim=1) + F.normalize(f_flip, dim=1)) / 2, dim=1)
-
-
 @torch.no_grad()
 def embed_images(method: Method, images: torch.Tensor, modality: Modality, *, flip: bool) -> dict[str, torch.Tensor]:
-    """`method.embed`, with CAJ-style flip fusion when `flip`."""
+    """`method.embed`, with CAJ flip fusion of the (L2-normalised) features when `flip`."""
     out = method.embed(images, modality)
     if flip:
         mirrored = method.embed(torch.flip(images, dims=[3]), modality)
-        out = {k: fuse_flip_caj(v, mirrored[k]) for k, v in out.items()}
+        out = {k: fuse_flip(v, mirrored[k], "caj") for k, v in out.items()}
     return out
 
 

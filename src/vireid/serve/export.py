@@ -51,7 +51,7 @@ def build_export_module(method: Any, feature: str, height: int, width: int, *, i
     from torch import nn
 
     from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ..engine.extract import fuse_flip_caj
+    from ..metrics.flip import fuse_flip
 
     if input_kind not in ("float", "uint8"):
         raise ExportError(f"input kind must be 'float' or 'uint8', got {input_kind!r}")
@@ -67,7 +67,7 @@ def build_export_module(method: Any, feature: str, height: int, width: int, *, i
         def _embed(self, x: torch.Tensor, modality: Modality) -> torch.Tensor:
             f = self.method.embed(x, modality)[feature]
             if flip:
-                f = fuse_flip_caj(f, self.method.embed(torch.flip(x, dims=[3]), modality)[feature])
+                f = fuse_flip(f, self.method.embed(torch.flip(x, dims=[3]), modality)[feature], "caj")
             return f
 
         def forward(self, images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
