@@ -179,3 +179,75 @@ def test_faiss_kinds_agree_with_exact_search(kind, tmp_path):
     faiss.write_index(small, str(out / "index.faiss"))
     with pytest.raises(IndexError_, match=r"items.sqlite rows = 400, .*index.faiss vectors = 0"):
         GalleryIndex.open(out)
+
+
+def _reference_topk(q, vecs, codes, topk, want):
+    """Literal per-query reference: sort allowed rows by (-score, id)."""
+    out = []
+    for row in q @ vecs.T:
+        ids = [i for i in range(len(vecs)) if want is None or codes[i] == want.code]
+        out.append(sorted(ids, key=lambda i: (-row[i], i))[:topk])
+    return out
+
+
+@pytest.mark.parametrize("want", [None, V, I])
+def test_exact_search_with_heavy_ties_equals_reference(want):
+    rng = np.random.default_rng(3)
+    # 6 distinct vectors repeated: every score is tied many times over, also at the k-th place. Entries are
+    # multiples of 1/4, so every inner product is exact in float32 whatever the summation order
+    base = rng.integers(-2, 3, size=(6, 8)).astype(np.float32) / 4
+    vecs = base[rng.integers(0, 6, size=300)]
+    idx = GalleryIndex(8, fingerprint="x")
+    idx.add(vecs, _items(300))
+    q = np.concatenate([rng.integers(-2, 3, size=(5, 8)).astype(np.float32) / 4, base[:2]])
+    codes = idx._codes
+    for topk in (1, 7, 60):
+        got = [[h.id for h in r] for r in idx.search(q, topk, modality=want)]
+        assert got == _reference_topk(q, idx.vectors, codes, topk, want)
+
+
+def test_exact_search_mixed_filters_in_one_batch_and_one_modality_empty():
+    idx = GalleryIndex(8, fingerprint="x")
+    rng = np.random.default_rng(4)
+    idx.add(_unit(rng, 10, 8), [IndexItem(f"/g/{i}.jpg", V) for i in range(10)])
+    q = np.repeat(_unit(rng, 1, 8), 3, axis=0)
+    res = idx.search(q, 4, modality=[None, "infrared", "visible"])
+    assert [len(r) for r in res] == [4, 0, 4]  # no infrared item: an empty list, not an error
+    assert [h.id for h in res[0]] == [h.id for h in res[2]] == _reference_topk(q[:1], idx.vectors, idx._codes, 4, None)[0]
+
+
+def test_index_parameters_are_checked():
+    with pytest.raises(IndexError_, match=r"unknown index parameter 'nprob' \(did you mean 'nprobe'\?\)"):
+        GalleryIndex(8, fingerprint="x", params={"nprob": 4})
+    with pytest.raises(IndexError_, match="index parameter nprobe must be an integer >= 1, got 0"):
+        GalleryIndex(8, fingerprint="x", params={"nprobe": 0})
+    idx = GalleryIndex(8, fingerprint="x", params={"nlist": 0})
+    assert idx.nlist_for(1_000_000) == 4000  # automatic: 4 * sqrt(N)
+    assert idx.nlist_for(1000) == 25  # at most N // 39 lists: k-means needs 39 rows per list
+    assert GalleryIndex(8, fingerprint="x", params={"nlist": 64}).nlist_for(1_000_000) == 64
+
+
+def test_ivf_is_retrained_after_the_gallery_grows_fourfold(tmp_path):
+    pytest.importorskip("faiss")
+    idx = _index(n=400, d=16, kind="ivf")
+    assert idx._faiss_index().nlist == 10  # 400 // 39
+    idx.add(_unit(np.random.default_rng(9), 400, 16), _items(400))  # 800 rows: appended to the trained lists
+    assert idx._faiss is not None and idx._faiss.ntotal == 800 and idx._faiss.nlist == 10
+    idx.add(_unit(np.random.default_rng(10), 1000, 16), _items(1000))  # 1800 > 4 x 400: retrain
+    assert idx._faiss is None
+    assert idx._faiss_index().nlist == 46 and idx._faiss.ntotal == 1800
+    back = GalleryIndex.open(idx.save(tmp_path / "g"))
+    assert back._trained_count == 1800 and back._faiss.nlist == 46
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_batched_approximate_search_equals_one_query_at_a_time(kind):
+    pytest.importorskip("faiss")
+    idx = _index(n=2000, d=16, kind=kind)
+    q = _unit(np.random.default_rng(6), 40, 16)
+    mods = [None, "visible", "infrared", None] * 10
+    batched = [[h.id for h in r] for r in idx.search(q, 8, modality=mods)]
+    single = [[h.id for h in idx.search(qi, 8, modality=m)[0]] for qi, m in zip(q, mods)]
+    assert batched == single
+    assert all(len(r) == 8 for r in batched)
+    assert all(idx.item(i).modality is Modality.parse(m) for r, m in zip(batched, mods) if m for i in r)

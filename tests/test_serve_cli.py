@@ -104,3 +104,33 @@ def test_index_add_and_refusals(built, tmp_path, capsys):
     # a flat folder without --modality is named, with the fix
     assert cli_main(["index", "build", str(run), "--images", str(gallery / "visible"), "--out", str(tmp_path / "y")]) == 2
     assert "--modality visible or --modality infrared" in capsys.readouterr().err
+
+
+def test_approximate_index_options_are_stored_and_overridable(built, tmp_path, capsys):
+    pytest.importorskip("faiss")
+    run, gallery, out = built
+    idx = tmp_path / "hnsw"
+    assert cli_main(["index", "build", str(run), "--images", str(gallery), "--out", str(idx), "--kind", "hnsw",
+                     "--hnsw-m", "8", "--ef-construction", "40", "--ef-search", "20", "--no-progress"]) == 0
+    meta = json.loads((idx / "meta.json").read_text())
+    assert meta["kind"] == "hnsw" and (meta["params"]["hnsw_m"], meta["params"]["ef_construction"],
+                                       meta["params"]["ef_search"]) == (8, 40, 20)
+    query = sorted((gallery / "infrared").rglob("*.jpg"))[0]
+    capsys.readouterr()
+    assert cli_main(["search", str(idx), str(query), "--modality", "infrared", "--topk", "12", "--json",
+                     "--ef-search", "64"]) == 0
+    flat_rc = cli_main(["search", str(out), str(query), "--modality", "infrared", "--topk", "12", "--json",
+                        "--nprobe", "3"])
+    cap = capsys.readouterr()
+    hnsw_res, flat_res = (json.loads(line) for line in cap.out.strip().splitlines())
+    assert flat_rc == 0 and "flat (exact) index; --nprobe/--ef-search do not apply" in cap.err
+    # 12 items, efSearch 64: the graph search visits everything, so it equals exact search
+    assert [r["id"] for r in hnsw_res["results"]] == [r["id"] for r in flat_res["results"]]
+    assert json.loads((idx / "meta.json").read_text())["params"]["ef_search"] == 20  # search did not rewrite it
+    # parameters of approximate indexes are refused for flat ones, and bad values by argparse
+    assert cli_main(["index", "build", str(run), "--images", str(gallery), "--out", str(tmp_path / "f"),
+                     "--nlist", "16"]) == 2
+    assert "--nlist applies to approximate indexes; add --kind ivf or --kind hnsw" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["search", str(idx), str(query), "--modality", "infrared", "--nprobe", "0"])
+    assert "expected an integer >= 1, got '0'" in capsys.readouterr().err

@@ -51,13 +51,24 @@ def _progress(total: int, enabled: bool):
     return bar, bar.update
 
 
+def _index_params(args: argparse.Namespace) -> dict[str, int]:
+    """The approximate-index options given on the command line (None = not given)."""
+    names = ("nlist", "nprobe", "train_per_list", "hnsw_m", "ef_search", "ef_construction")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
 def cmd_index_build(args: argparse.Namespace) -> int:
+    from ..core import ConfigError
     from .gallery import build_index, scan_images
 
+    params = _index_params(args)
+    if params and args.kind == "flat":
+        raise ConfigError(f"--{next(iter(params)).replace('_', '-')} applies to approximate indexes; "
+                          "add --kind ivf or --kind hnsw (flat search is exact and has no parameters)")
     extractor = _extractor(args.run, None, args)
     bar, update = _progress(len(scan_images(args.images, args.modality)), args.progress)
     index = build_index(extractor, args.images, args.out, modality=args.modality, kind=args.kind,
-                        overwrite=args.overwrite, progress=update)
+                        params=params, overwrite=args.overwrite, progress=update)
     if bar is not None:
         bar.close()
     n_vis = sum(it.modality.value == "visible" for it in index.items)
@@ -84,6 +95,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"--topk must be at least 1, got {args.topk}")
     extractor = _extractor(args.run, args.index, args)
     index = GalleryIndex.open(args.index, extractor=extractor)
+    overrides = _index_params(args)
+    if overrides and index.kind == "flat":
+        print(f"vireid search: {args.index} is a flat (exact) index; --nprobe/--ef-search do not apply", file=sys.stderr)
+    index.params.update(overrides)  # query-time settings: this search only, the index is not rewritten
     results = search_images(index, extractor, args.queries, args.modality, topk=args.topk,
                             cross_modal_only=args.cross_modal_only)
     failed = 0
@@ -125,6 +140,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
+    return n
+
+
+def _positive_or_zero(value: str) -> int:
+    """argparse type: an integer >= 0."""
+    return 0 if value.strip() == "0" else _positive(value)
+
+
+def _search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nprobe", type=_positive, help="ivf: lists searched per query (default 16; more = slower, "
+                                                       "higher recall)")
+    p.add_argument("--ef-search", type=_positive, help="hnsw: search beam width (default 128; more = slower, "
+                                                          "higher recall)")
+
+
 def _model_options(p: argparse.ArgumentParser, run_required: bool) -> None:
     if run_required:
         p.add_argument("run", metavar="RUN_DIR", help="trained run directory or checkpoint file")
@@ -150,6 +188,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="every image under --images is of this modality (flat folder)")
     p.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default="flat",
                    help="flat: exact search (default); ivf/hnsw: approximate, needs vireid[faiss]")
+    _search_options(p)
+    p.add_argument("--nlist", type=_positive_or_zero, help="ivf: number of lists (default 0 = 4 * sqrt(N))")
+    p.add_argument("--train-per-list", type=_positive, help="ivf: k-means sample rows per list (default 64)")
+    p.add_argument("--hnsw-m", type=_positive, help="hnsw: graph degree M (default 32)")
+    p.add_argument("--ef-construction", type=_positive, help="hnsw: build-time beam width (default 80)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_index_build)
@@ -172,6 +215,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cross-modal-only", action="store_true", help="only return images of the other modality")
     p.add_argument("--render", metavar="OUT_PNG", help="also draw the ranked lists to this PNG")
     p.add_argument("--json", action="store_true", help='one {"query", "modality", "results": [...]} object per line')
+    _search_options(p)
     p.set_defaults(func=cmd_search)
 
     p = subparsers.add_parser("export", help="export a trained model to ONNX (with a parity check)")

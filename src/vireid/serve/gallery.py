@@ -79,14 +79,15 @@ def embed_items(extractor: Any, items: list[IndexItem], chunk: int = 512,
 
 
 def build_index(extractor: Any, images: "str | Path", out: "str | Path", *, modality: "Modality | str | None" = None,
-                kind: str = "flat", overwrite: bool = False,
+                kind: str = "flat", params: dict | None = None, overwrite: bool = False,
                 progress: Callable[[int], None] | None = None) -> GalleryIndex:
     """Embed every image of `images` and save a new index at `out` (atomically)."""
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise IndexError_(f"{out} exists and is not empty; choose another --out, or pass --overwrite to replace it")
     items = scan_images(images, modality)
-    index = GalleryIndex.for_extractor(extractor, kind=kind, roots=[str(Path(images).expanduser().resolve())])
+    index = GalleryIndex.for_extractor(extractor, kind=kind, params=params,
+                                       roots=[str(Path(images).expanduser().resolve())])
     index.add(embed_items(extractor, items, progress=progress), items)
     index.save(out)
     return index

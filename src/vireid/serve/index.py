@@ -31,6 +31,10 @@ from ..utils.atomic import atomic_dir
 FORMAT = "vireid-gallery-index"
 VERSION = 1
 KINDS = ("flat", "ivf", "hnsw")
+# nlist 0 = automatic (4 * sqrt(count)); train_per_list caps the k-means sample at nlist * train_per_list rows
+DEFAULT_PARAMS: dict[str, int] = {"nlist": 0, "nprobe": 16, "train_per_list": 64, "hnsw_m": 32,
+                                  "ef_search": 128, "ef_construction": 80}
+_SCORE_BUDGET = 512 * 2 ** 20  # bytes of float32 scores per block of queries in exact search
 META, VECTORS, ITEMS, FAISS_FILE, IMAGES = "meta.json", "vectors.npy", "items.sqlite", "index.faiss", "images"
 
 _SCHEMA = """CREATE TABLE items (
@@ -131,12 +135,13 @@ class GalleryIndex:
         self.kind = kind
         self.model = dict(model or {})
         self.roots = [str(r) for r in roots]
-        self.params = {"nprobe": 16, "hnsw_m": 32, "ef_search": 128, "ef_construction": 200, **(params or {})}
+        self.params = {**DEFAULT_PARAMS, **_check_params(params or {})}
         self.directory = Path(directory) if directory is not None else None
         self.vectors = np.zeros((0, self.dim), dtype=np.float32)
         self.items: list[IndexItem] = []
         self._codes = np.zeros(0, dtype=np.int8)
         self._faiss: Any = None
+        self._trained_count = 0  # gallery size when the IVF quantizer was trained (retrained after 4x growth)
 
     @classmethod
     def for_extractor(cls, extractor: Any, kind: str = "flat", **kwargs: Any) -> "GalleryIndex":
@@ -170,27 +175,34 @@ class GalleryIndex:
         self.items.extend(new)
         self._codes = np.concatenate([self._codes, np.array([it.modality.code for it in new], dtype=np.int8)])
         if self._faiss is not None:
-            if self.kind == "ivf" and len(self) > 4 * self._faiss.nlist ** 2:  # lists grew too long: retrain
-                self._faiss = None
+            if self.kind == "ivf" and len(self) > 4 * max(self._trained_count, 1):
+                self._faiss = None  # centroids trained on a quarter of the data or less: retrain on the next search
             else:
                 self._faiss.add(vectors)
         return [it.id for it in new]
 
+    def nlist_for(self, count: int) -> int:
+        """IVF list count: params['nlist'], or 4 * sqrt(count) when 0; at most count // 39 (k-means needs 39 rows a list)."""
+        want = int(self.params["nlist"]) or int(round(4 * math.sqrt(max(count, 1))))
+        return max(1, min(want, count // 39))
+
     def _build_faiss(self) -> Any:
-        """The FAISS index over all vectors (IVF: nlist ~ sqrt(count), trained on the vectors)."""
+        """The FAISS index over all vectors (IVF: k-means on at most nlist * train_per_list sampled rows)."""
         faiss = _import_faiss()
         n = len(self)
         if self.kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, int(self.params["hnsw_m"]), faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = int(self.params["ef_construction"])
         else:
-            nlist = max(1, min(int(math.sqrt(max(n, 1))), max(1, n // 39)))
+            nlist = self.nlist_for(n)
             quantizer = faiss.IndexFlatIP(self.dim)
             index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.max_points_per_centroid = max(39, int(self.params["train_per_list"]))
             if n:
                 index.train(self.vectors)
         if n:
             index.add(self.vectors)
+        self._trained_count = n
         return index
 
     def _faiss_index(self) -> Any:
@@ -202,11 +214,20 @@ class GalleryIndex:
             self._faiss.nprobe = min(int(self.params["nprobe"]), self._faiss.nlist)
         return self._faiss
 
+    def describe(self) -> str:
+        """One line: kind and its search parameters (for logs and benchmark tables)."""
+        if self.kind == "flat":
+            return "flat (exact)"
+        index = self._faiss_index()
+        if self.kind == "ivf":
+            return f"ivf nlist {index.nlist} nprobe {index.nprobe}"
+        return f"hnsw M {self.params['hnsw_m']} efSearch {index.hnsw.efSearch}"
+
     # ------------------------------------------------------------------ search
     def search(self, query_vectors: np.ndarray, topk: int = 10, modality: Any = None, *,
                cross_modal_only: bool = False, query_modality: Any = None) -> list[list[Hit]]:
         """Per query, the `topk` items by inner product (best first, ties by id), optionally of one modality."""
-        q = np.asarray(query_vectors, dtype=np.float32)
+        q = np.ascontiguousarray(query_vectors, dtype=np.float32)
         if q.ndim == 1:
             q = q[None]
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -217,41 +238,72 @@ class GalleryIndex:
         if not len(self):
             return [[] for _ in range(q.shape[0])]
         if self.kind == "flat":
+            block = max(1, min(256, _SCORE_BUDGET // (4 * len(self))))
             out: list[list[Hit]] = []
-            for j in range(0, q.shape[0], 256):  # one matrix product per block of queries
-                block = q[j:j + 256] @ self.vectors.T
-                out += [self._exact(row, topk, want) for row, want in zip(block, allowed[j:j + 256])]
+            for j in range(0, q.shape[0], block):
+                out += self._exact(q[j:j + block], topk, allowed[j:j + block])
             return out
-        return [self._approximate(qi, topk, want) for qi, want in zip(q, allowed)]
+        return self._approximate(q, topk, allowed)
 
     def _hits(self, ids: np.ndarray, scores: np.ndarray, topk: int) -> list[Hit]:
         order = np.lexsort((ids, -scores))[:topk]  # score descending, then id ascending: deterministic ties
         return [Hit(int(ids[i]), float(scores[i]), self.items[int(ids[i])]) for i in order]
 
-    def _exact(self, scores: np.ndarray, topk: int, want: Modality | None) -> list[Hit]:
-        ids = np.arange(len(self)) if want is None else np.flatnonzero(self._codes == want.code)
-        scores = scores[ids]
-        if len(ids) > topk:
-            # keep every row tied with the k-th score so the id tie-break is exact
-            kth = np.partition(-scores, topk - 1)[topk - 1]
-            keep = -scores <= kth
-            ids, scores = ids[keep], scores[keep]
-        return self._hits(ids, scores, topk)
+    def _exact(self, q: np.ndarray, topk: int, allowed: list[Modality | None]) -> list[list[Hit]]:
+        """Exact top-k of one block of queries: one matrix product, then a top-k per modality group."""
+        import torch  # noqa: PLC0415 - torch is a core dependency; kept out of `import vireid.serve.index`
 
-    def _approximate(self, q: np.ndarray, topk: int, want: Modality | None) -> list[Hit]:
+        scores = torch.from_numpy(q @ self.vectors.T)  # NumPy's sgemm measured faster than torch's here
+        groups = dict.fromkeys(allowed)
+        out: list[list[Hit]] = [[] for _ in allowed]
+        for want in groups:
+            rows = [i for i, a in enumerate(allowed) if a is want]
+            block = scores if len(groups) == 1 else scores[rows]
+            if want is None:
+                n_allowed = len(self)
+            else:
+                other = torch.from_numpy(self._codes != want.code)
+                n_allowed = len(self) - int(other.sum())
+                block.masked_fill_(other[None], -math.inf)
+            if n_allowed == 0:
+                continue
+            k = min(topk, n_allowed)
+            # one more than asked: when the (k+1)-th score equals the k-th, tied items may have been cut
+            # arbitrarily, so that row takes every item scoring >= the k-th and the id tie-break decides
+            top, idx = torch.topk(block, min(k + 1, n_allowed), dim=1, sorted=True)
+            top, idx = top.numpy(), idx.numpy()
+            for r, row_top, row_idx, row in zip(rows, top, idx, block):
+                if len(row_top) > k and row_top[k] == row_top[k - 1]:
+                    row_idx = torch.nonzero(row >= float(row_top[k - 1])).squeeze(1).numpy()
+                    row_top = row.numpy()[row_idx]
+                out[r] = self._hits(row_idx.astype(np.int64), row_top, topk)
+        return out
+
+    def _approximate(self, q: np.ndarray, topk: int, allowed: list[Modality | None]) -> list[list[Hit]]:
+        """FAISS top-k for all queries at once; a modality filter over-fetches and widens until topk pass."""
         index = self._faiss_index()
-        pool = max(topk, 1) if want is None else max(4 * topk, 32)
         n = len(self)
-        while True:
-            k = min(pool, n)
-            scores, ids = index.search(q[None], k)
-            ids, scores = ids[0], scores[0]
-            ok = ids >= 0
-            if want is not None:
-                ok &= self._codes[np.clip(ids, 0, None)] == want.code
-            if ok.sum() >= topk or k >= n:
-                return self._hits(ids[ok].astype(np.int64), scores[ok], topk)
-            pool *= 4
+        pools = np.array([topk if want is None else max(4 * topk, 32) for want in allowed], dtype=np.int64)
+        out: list[list[Hit]] = [[] for _ in allowed]
+        pending = np.arange(len(allowed))
+        while len(pending):
+            retry: list[int] = []
+            for pool in np.unique(pools[pending]):
+                rows = pending[pools[pending] == pool]
+                k = int(min(pool, n))
+                scores, ids = index.search(q[rows], k)
+                for r, row_scores, row_ids in zip(rows, scores, ids):
+                    ok = row_ids >= 0
+                    want = allowed[r]
+                    if want is not None:
+                        ok &= self._codes[np.clip(row_ids, 0, None)] == want.code
+                    if ok.sum() >= topk or k >= n:
+                        out[r] = self._hits(row_ids[ok].astype(np.int64), row_scores[ok], topk)
+                    else:
+                        pools[r] = pool * 4
+                        retry.append(int(r))
+            pending = np.array(retry, dtype=np.int64)
+        return out
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: "str | Path | None" = None) -> Path:
@@ -278,7 +330,7 @@ class GalleryIndex:
                 shutil.copytree(old_images, tmp / IMAGES, copy_function=_link_or_copy)
             meta = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint, "feature": self.feature,
                     "dim": self.dim, "count": len(self), "kind": self.kind, "params": self.params,
-                    "model": self.model, "roots": self.roots}
+                    "model": self.model, "roots": self.roots, "trained_count": self._trained_count}
             (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         self.directory = target
         return target
@@ -333,6 +385,7 @@ class GalleryIndex:
                               "the index is damaged, rebuild it")
         index.vectors = vectors
         index.items = items
+        index._trained_count = int(meta.get("trained_count") or len(items))
         index._codes = np.array([it.modality.code for it in items], dtype=np.int8)
         if extractor is not None:
             index.check_model(extractor)
@@ -364,6 +417,22 @@ class GalleryIndex:
             raise IndexError_(f"item {item.id} points at {full}, outside the index directory and its image roots "
                               f"({', '.join(map(str, allowed))}); refusing to read it")
         return full
+
+
+def _check_params(params: dict) -> dict[str, int]:
+    """Refuse unknown or non-positive index parameters (nlist may be 0: automatic)."""
+    import difflib  # noqa: PLC0415
+
+    out = {}
+    for key, value in params.items():
+        if key not in DEFAULT_PARAMS:
+            close = difflib.get_close_matches(key, DEFAULT_PARAMS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise IndexError_(f"unknown index parameter {key!r}{hint}; known: {', '.join(DEFAULT_PARAMS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "nlist" else 1):
+            raise IndexError_(f"index parameter {key} must be an integer >= {0 if key == 'nlist' else 1}, got {value!r}")
+        out[key] = value
+    return out
 
 
 def _link_or_copy(src: str, dst: str) -> str:
