@@ -3,7 +3,7 @@
 Everything goes through `GalleryIndex`, the code path `vireid search` and `vireid serve` use. Two exact
 references are timed in the same run: vireid's `flat` index (NumPy matrix product + top-k, what a gallery
 gets by default) and FAISS `IndexFlatIP` (when FAISS is installed). Speed ratios are printed against both;
-the target is judged against the faster of the two, so a slow exact path cannot flatter the ratio.
+the target is judged against each, so a slow exact path cannot flatter the ratio unseen.
 
 The gallery imitates ReID features: `--centres` identities, each a random unit direction; every vector is
 its identity's direction plus isotropic Gaussian noise of total norm `--spread`, re-normalised (cosine to
@@ -15,7 +15,8 @@ approximate index (in 512-d all points are nearly equidistant).
 The default is 1,000,000 x 512-d: the methods' 2048-d features would need 8 GiB per copy of the vectors
 and HNSW keeps its own copy, which does not fit this 24 GiB, 2-core machine together with the exact index.
 For each setting it prints build time, queries per second, recall@k against exact search and the speed
-ratios; the last line says whether the target (recall@k >= 0.95 at >= 20x exact QPS) is met.
+ratios; the last lines say whether the target (recall@k >= 0.95 at >= 20x exact QPS) is met against
+vireid's exact search and against FAISS's, and by which settings.
 
     .venv/bin/python benchmarks/index_scale.py [--n 1000000] [--dim 512] [--centres 20000] [--spread 1.0]
         [--kinds ivf,hnsw] [--nlist 0] [--nprobe 4,8,16,32] [--ef 32,48,64,128] [--hnsw-m 32]
@@ -133,7 +134,8 @@ def main() -> None:
     print(f"; 'vs ref' is against {ref_name} (the faster exact search), 'vs flat' against vireid flat")
     print(f"{'kind':5s} {'setting':>22s} {'build s':>8s} {'queries/s':>10s} {f'recall@{args.topk}':>9s} "
           f"{'vs ref':>9s} {'vs flat':>8s}")
-    met = []
+    met: dict[str, list[str]] = {"vireid flat": [], "FAISS IndexFlatIP": []}
+    references = {"vireid flat": exact_qps, ref_name: ref_qps}
     for kind in kinds:
         params = {"nlist": args.nlist, "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction}
         index = GalleryIndex(args.dim, fingerprint="bench", kind=kind, params=params)
@@ -151,11 +153,13 @@ def main() -> None:
             recall = float(np.mean([len(a & b) / args.topk for a, b in zip(got, truth)]))
             print(f"{kind:5s} {f'{key} {v}':>22s} {'':8s} {qps:10.1f} {recall:9.3f} {qps / ref_qps:8.1f}x "
                   f"{qps / exact_qps:7.1f}x", flush=True)
-            if recall >= 0.95 and qps >= 20 * ref_qps:
-                met.append(f"{kind} {key} {v} (recall {recall:.3f}, {qps / ref_qps:.1f}x)")
+            for name, reference in references.items():
+                if recall >= 0.95 and qps >= 20 * reference:
+                    met[name].append(f"{kind} {key} {v} (recall {recall:.3f}, {qps / reference:.1f}x)")
         del index
-    print(f"target recall@{args.topk} >= 0.95 at >= 20x exact QPS ({ref_name}): "
-          + (f"met by {'; '.join(met)}" if met else "not met by any setting"))
+    for name in references:
+        print(f"target recall@{args.topk} >= 0.95 at >= 20x the QPS of {name}: "
+              + (f"met by {'; '.join(met[name])}" if met[name] else "not met by any setting"))
 
 
 if __name__ == "__main__":
