@@ -127,6 +127,30 @@ def test_best_checkpoint_is_selected_on_validation_identities(data_root, tmp_pat
     assert find_checkpoint(run) == run / "checkpoints" / "best.pt"  # eval prefers the selected one
 
 
+def test_validation_rank1_equals_a_direct_ranking_of_the_checkpoint(data_root, tmp_path):
+    import numpy as np
+
+    from vireid.engine.evaluate import load_trained, validation_trial
+    from vireid.engine.extract import make_extractor
+    from vireid.metrics import evaluate_ranking
+
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_train_config(data_root, "data.train_split=train", "train.select_best=val",
+                                        "train.eval_every=1", "train.epochs=1"), run)
+    trainer.fit()
+    (val,) = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
+    cfg, method, _ = load_trained(run, "last")
+    trial = validation_trial(trainer.dataset.val)
+    extract = make_extractor(method, cfg.data.height, cfg.data.width, torch.device("cpu"), flip=cfg.eval.flip,
+                             kinds=("bn",))
+    feats = torch.nn.functional.normalize(extract(list(trial.query) + list(trial.gallery))["bn"].float(), dim=1)
+    q, g = feats[:len(trial.query)], feats[len(trial.query):]
+    m = evaluate_ranking(-(q @ g.T), np.array([s.pid for s in trial.query]), np.array([s.pid for s in trial.gallery]),
+                         np.array([s.camid for s in trial.query]), np.array([s.camid for s in trial.gallery]),
+                         rule=trial.rule, cmc=trial.cmc_kind)
+    assert val["rank1"] == pytest.approx(float(m.cmc[0]), abs=1e-9)
+
+
 def test_select_best_without_validation_ids_is_refused(data_root, tmp_path):
     from vireid.core import ConfigError
 

@@ -24,30 +24,19 @@ def validation_trial(val: Sequence[Sample]) -> EvalTrial:
 
 
 def run_trials(method: Method, cfg: Config, trials: list[EvalTrial], device: torch.device, dist: DistInfo,
-               *, features: Sequence[str] = ("bn",), progress: bool = False):
-    """Rank-1/mAP/mINP of each feature kind, averaged over `trials` (used for validation during training)."""
-    import numpy as np
-
-    from ..metrics import evaluate_ranking
+               *, features: Sequence[str] = ("bn",), progress: bool = False) -> dict[str, dict[str, float]]:
+    """Rank-1/mAP/mINP of each feature kind, averaged over `trials` (validation during training; the Evaluator scores)."""
+    from .evaluator import Evaluator
+    from .results import mean_std
 
     extract = make_extractor(method, cfg.data.height, cfg.data.width, device, flip=cfg.eval.flip,
                              batch_size=cfg.eval.batch_size, dist=dist, progress=progress, kinds=features)
-    uniq = sorted({s for t in trials for s in list(t.query) + list(t.gallery)})
-    feats = extract(uniq)
-    pos = {s: i for i, s in enumerate(uniq)}
+    results = Evaluator(trials, features=features, distance=cfg.eval.distance).run(extract)
     out: dict[str, dict[str, float]] = {}
     for kind in features:
-        r1, mAP, mINP = [], [], []
-        for t in trials:
-            q = feats[kind][[pos[s] for s in t.query]]
-            g = feats[kind][[pos[s] for s in t.gallery]]
-            m = evaluate_ranking(-(q @ g.T), np.array([s.pid for s in t.query]), np.array([s.pid for s in t.gallery]),
-                                 np.array([s.camid for s in t.query]), np.array([s.camid for s in t.gallery]),
-                                 rule=t.rule, cmc=t.cmc_kind)
-            r1.append(float(m.cmc[0]))
-            mAP.append(float(m.mAP))
-            mINP.append(float(m.mINP))
-        out[kind] = {"rank1": float(np.mean(r1)), "mAP": float(np.mean(mAP)), "mINP": float(np.mean(mINP))}
+        rows = [t.values for entry in results.protocols.values() for t in entry.features[kind].trials]
+        mean = mean_std(rows)[0]
+        out[kind] = {"rank1": float(mean["rank1"]), "mAP": float(mean["mAP"]), "mINP": float(mean["mINP"])}
     return out
 
 
