@@ -214,15 +214,6 @@ class GalleryIndex:
             self._faiss.nprobe = min(int(self.params["nprobe"]), self._faiss.nlist)
         return self._faiss
 
-    def describe(self) -> str:
-        """One line: kind and its search parameters (for logs and benchmark tables)."""
-        if self.kind == "flat":
-            return "flat (exact)"
-        index = self._faiss_index()
-        if self.kind == "ivf":
-            return f"ivf nlist {index.nlist} nprobe {index.nprobe}"
-        return f"hnsw M {self.params['hnsw_m']} efSearch {index.hnsw.efSearch}"
-
     # ------------------------------------------------------------------ search
     def search(self, query_vectors: np.ndarray, topk: int = 10, modality: Any = None, *,
                cross_modal_only: bool = False, query_modality: Any = None) -> list[list[Hit]]:
