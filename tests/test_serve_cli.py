@@ -127,6 +127,8 @@ def test_approximate_index_options_are_stored_and_overridable(built, tmp_path, c
     # 12 items, efSearch 64: the graph search visits everything, so it equals exact search
     assert [r["id"] for r in hnsw_res["results"]] == [r["id"] for r in flat_res["results"]]
     assert json.loads((idx / "meta.json").read_text())["params"]["ef_search"] == 20  # search did not rewrite it
+    assert cli_main(["index", "info", str(idx), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == {"hnsw_m": 8, "ef_search": 20, "ef_construction": 40}
     # parameters of approximate indexes are refused for flat ones, and bad values by argparse
     assert cli_main(["index", "build", str(run), "--images", str(gallery), "--out", str(tmp_path / "f"),
                      "--nlist", "16"]) == 2
@@ -134,3 +136,22 @@ def test_approximate_index_options_are_stored_and_overridable(built, tmp_path, c
     with pytest.raises(SystemExit):
         cli_main(["search", str(idx), str(query), "--modality", "infrared", "--nprobe", "0"])
     assert "expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_index_info_describes_and_checks_the_index(built, tmp_path, capsys):
+    run, gallery, out = built
+    capsys.readouterr()
+    assert cli_main(["index", "info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    index = GalleryIndex.open(out)
+    assert (info["count"], info["visible"], info["infrared"], info["kind"], info["dim"]) == (12, 6, 6, "flat", index.dim)
+    assert info["fingerprint"] == index.fingerprint and info["checkpoint"].endswith("last.pt")
+    assert info["params"] == {} and info["roots"] == [str(gallery.resolve())] and info["bytes"] > 0
+    assert cli_main(["index", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"{out}: 12 images (6 visible, 6 infrared), flat index")
+    assert f"fingerprint {index.fingerprint[:12]}" in text
+    # a damaged index is refused by name, as on every open
+    (tmp_path / "broken").mkdir()
+    assert cli_main(["index", "info", str(tmp_path / "broken")]) == 2
+    assert "meta.json is missing" in capsys.readouterr().err

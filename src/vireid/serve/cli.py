@@ -86,6 +86,32 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_info(args: argparse.Namespace) -> int:
+    from .index import GalleryIndex
+
+    index = GalleryIndex.open(args.index)  # checks integrity; no model is loaded
+    n_vis = int(sum(it.modality.value == "visible" for it in index.items))
+    size = sum(p.stat().st_size for p in Path(args.index).rglob("*") if p.is_file())
+    params = {} if index.kind == "flat" else {
+        k: v for k, v in index.params.items()
+        if k in (("nlist", "nprobe", "train_per_list") if index.kind == "ivf" else ("hnsw_m", "ef_search", "ef_construction"))}
+    info = {"index": str(args.index), "kind": index.kind, "count": len(index), "visible": n_vis,
+            "infrared": len(index) - n_vis, "dim": index.dim, "feature": index.feature,
+            "fingerprint": index.fingerprint, "method": index.model.get("method"),
+            "checkpoint": index.model.get("checkpoint"), "params": params, "roots": index.roots, "bytes": size}
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"{info['index']}: {info['count']} images ({n_vis} visible, {info['infrared']} infrared), "
+          f"{index.kind} index, {size / 2 ** 20:.1f} MiB")
+    print(f"  model    {info['method']} {index.feature} features, dim {index.dim}, fingerprint {index.fingerprint[:12]}")
+    print(f"  weights  {info['checkpoint']}")
+    if params:
+        print("  params   " + ", ".join(f"{k} {v}" for k, v in params.items()))
+    print("  roots    " + (", ".join(index.roots) or "-"))
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from ..core import ConfigError
     from .index import GalleryIndex
@@ -204,6 +230,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", type=_modality, metavar="{visible,infrared}",
                    help="every image under --images is of this modality")
     p.set_defaults(func=cmd_index_add)
+
+    p = isub.add_parser("info", help="describe an index (counts, model, parameters) after checking it")
+    p.add_argument("index", metavar="INDEX_DIR")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_index_info)
 
     p = subparsers.add_parser("search", help="rank gallery images for query images")
     p.add_argument("index", metavar="INDEX_DIR")
