@@ -183,10 +183,10 @@ def _positive_or_zero(value: str) -> int:
 
 
 def _search_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nprobe", type=_positive, help="ivf: lists searched per query (default 16; more = slower, "
-                                                       "higher recall)")
-    p.add_argument("--ef-search", type=_positive, help="hnsw: search beam width (default 128; more = slower, "
-                                                          "higher recall)")
+    p.add_argument("--nprobe", type=_positive, help="ivf: lists searched per query (build default 16; search "
+                                                       "default: the index's setting); more = slower, higher recall")
+    p.add_argument("--ef-search", type=_positive, help="hnsw: search beam width (build default 128; search "
+                                                          "default: the index's setting); more = slower, higher recall")
 
 
 def _model_options(p: argparse.ArgumentParser, run_required: bool) -> None:
