@@ -94,25 +94,6 @@ def parity_batch(height: int, width: int, n: int = 4, seed: int = 0) -> tuple[np
     return images, codes
 
 
-def reference_features(method: Any, feature: str, images_u8: np.ndarray, codes: np.ndarray, flip: bool) -> np.ndarray:
-    """PyTorch features the ordinary way (vireid preprocessing, one modality per forward pass)."""
-    import torch
-
-    from ..data.transforms import to_normalized_tensor
-    from ..engine.extract import embed_images
-
-    x = torch.stack([to_normalized_tensor(np.ascontiguousarray(im.transpose(1, 2, 0))) for im in images_u8])
-    out = np.zeros((len(codes), 0), dtype=np.float32)
-    for code in (0, 1):
-        idx = np.flatnonzero(codes == code)
-        if len(idx):
-            f = embed_images(method, x[idx], Modality.from_code(code), flip=flip)[feature].float().numpy()
-            if out.shape[1] == 0:
-                out = np.zeros((len(codes), f.shape[1]), dtype=np.float32)
-            out[idx] = f
-    return out
-
-
 def export_onnx(run: "str | Path", out: "str | Path", *, feature: str = "bn", checkpoint: str = "auto",
                 opset: int = 17, input_kind: str = "float", tolerance: float = 1e-4, flip: bool | None = None,
                 batch: int = 4) -> dict[str, Any]:
@@ -147,7 +128,9 @@ def export_onnx(run: "str | Path", out: "str | Path", *, feature: str = "bn", ch
         names = [i.name for i in session.get_inputs()]
         feed = {"images": feed_images, "modality": codes}
         got = session.run(["features"], {k: v for k, v in feed.items() if k in names})[0]
-        ref = reference_features(fx.method, feature, images_u8, codes, fx.flip)
+        # the reference is the deployed path itself: FeatureExtractor on the same pixels (already at H x W,
+        # so its resize is a no-op), one modality per forward pass
+        ref = fx(np.ascontiguousarray(images_u8.transpose(0, 2, 3, 1)), [Modality.from_code(int(c)) for c in codes])
         diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
         if not diff <= tolerance:
             raise ExportError(f"ONNX Runtime disagrees with PyTorch on the test batch: max abs difference {diff:.3e} "
