@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import IndexError_, Modality, ModalityError
+from ..core import IndexError_, Modality
+from ..data.datasets.folder import walk_layout
 from ..data.images import is_image_file
 from .index import GalleryIndex, IndexItem
-
-_CAM_RE = re.compile(r"(?:cam|c)?(\d+)", re.IGNORECASE)
 
 
 def _inside(path: Path, root: Path) -> Path:
@@ -39,25 +37,19 @@ def scan_images(images: "str | Path", modality: "Modality | str | None" = None) 
             if p.is_file() and is_image_file(p.name):
                 items.append(IndexItem(path=str(_inside(p, root)), modality=mod))
     else:
-        for mod_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            try:
-                mod = Modality.parse(mod_dir.name)
-            except ModalityError:
-                raise IndexError_(
-                    f"unexpected folder {mod_dir}: without --modality the images must be laid out as "
-                    f"{root}/<visible|infrared>/<camN>/<pid>/*.jpg; for a flat folder of one modality pass "
-                    "--modality visible or --modality infrared") from None
-            for cam_dir in sorted(p for p in mod_dir.iterdir() if p.is_dir()):
-                m = _CAM_RE.fullmatch(cam_dir.name)
-                if not m:
-                    raise IndexError_(f"unexpected folder {cam_dir}: camera folders are named camN or N")
-                for pid_dir in sorted(p for p in cam_dir.iterdir() if p.is_dir()):
-                    if not pid_dir.name.isdigit():
-                        raise IndexError_(f"unexpected folder {pid_dir}: person folders are integer ids (e.g. 0007)")
-                    for p in sorted(pid_dir.iterdir()):
-                        if p.is_file() and is_image_file(p.name):
-                            items.append(IndexItem(path=str(_inside(p, root)), modality=mod,
-                                                   camera=int(m.group(1)), pid=int(pid_dir.name)))
+        def refuse(level: str, path: Path) -> None:
+            raise IndexError_({
+                "modality": f"unexpected folder {path}: without --modality the images must be laid out as "
+                            f"{root}/<visible|infrared>/<camN>/<pid>/*.jpg; for a flat folder of one modality "
+                            "pass --modality visible or --modality infrared",
+                "camera": f"unexpected folder {path}: camera folders are named camN or N",
+                "person": f"unexpected folder {path}: person folders are integer ids (e.g. 0007)",
+            }[level])
+
+        for mod, cam, pid, pid_dir in walk_layout(root, refuse):
+            for p in sorted(pid_dir.iterdir()):
+                if p.is_file() and is_image_file(p.name):
+                    items.append(IndexItem(path=str(_inside(p, root)), modality=mod, camera=cam, pid=pid))
     if not items:
         how = "any image below it" if modality is not None else "<visible|infrared>/<camN>/<pid>/*.jpg"
         raise IndexError_(f"no images found in {root} (expected {how})")

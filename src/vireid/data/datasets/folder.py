@@ -6,7 +6,7 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from ...core import Modality, ModalityError, Sample
 from ...registry import register_dataset
@@ -19,6 +19,40 @@ from .base import ReIDDataset, build_label_map
 LAYOUT = "folder"
 _CAM_RE = re.compile(r"(?:cam|c)?(\d+)", re.IGNORECASE)
 _EXPECTED = "a folder holding visible/<camera>/<pid>/*.jpg and infrared/<camera>/<pid>/*.jpg"
+
+
+def walk_layout(root: Path, unexpected: Callable[[str, Path], None],
+                stray_file: Callable[[str, Path], None] | None = None) -> Iterator[tuple[Modality, int, int, Path]]:
+    """(modality, camera, pid, person folder) of every <root>/<modality>/<camN|N>/<pid>/ folder, in name order.
+
+    A folder that breaks the layout goes to `unexpected(level, path)` (level "modality", "camera" or
+    "person": what it should have been) and is skipped; so is a file where a camera or person folder
+    belongs, after `stray_file(level, path)` when given. Files at the top level are not part of the tree.
+    """
+    for mod_dir in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
+        try:
+            modality = Modality.parse(mod_dir.name)
+        except ModalityError:
+            unexpected("modality", mod_dir)
+            continue
+        for cam_dir in sorted(mod_dir.iterdir(), key=lambda p: p.name):
+            if not cam_dir.is_dir():
+                if stray_file is not None:
+                    stray_file("camera", cam_dir)
+                continue
+            m = _CAM_RE.fullmatch(cam_dir.name)
+            if not m:
+                unexpected("camera", cam_dir)
+                continue
+            for pid_dir in sorted(cam_dir.iterdir(), key=lambda p: p.name):
+                if not pid_dir.is_dir():
+                    if stray_file is not None:
+                        stray_file("person", pid_dir)
+                    continue
+                if not pid_dir.name.isdigit():
+                    unexpected("person", pid_dir)
+                    continue
+                yield modality, int(m.group(1)), int(pid_dir.name), pid_dir
 
 
 @register_dataset("folder")
@@ -65,39 +99,21 @@ class FolderDataset:
 
     def _scan(self, problems: Problems) -> list[Sample]:
         """Every image under <modality>/<camera>/<pid>/; records folders that do not fit the layout."""
-        root = self.root
+        unexpected = {
+            "modality": "top-level folders must be modalities ('visible' or 'infrared'; aliases rgb, vis, ir, "
+                        "thermal, nir)",
+            "camera": "camera folders must be named camN or N (e.g. cam1 or 1)",
+            "person": "person folders must be integer ids (e.g. 0007)",
+        }
+        holder = {"camera": "a modality folder should hold only camera folders",
+                  "person": "a camera folder should hold only person folders"}
         samples: list[Sample] = []
-        for mod_dir in sorted(root.iterdir(), key=lambda p: p.name):
-            if not mod_dir.is_dir():
-                continue  # splits.json, manifest.json, a README: not part of the image tree
-            try:
-                modality = Modality.parse(mod_dir.name)
-            except ModalityError:
-                problems.add(f"unexpected folder {mod_dir}: top-level folders must be modalities "
-                             "('visible' or 'infrared'; aliases rgb, vis, ir, thermal, nir)")
-                continue
-            for cam_dir in sorted(mod_dir.iterdir(), key=lambda p: p.name):
-                if not cam_dir.is_dir():
-                    warnings.warn(f"ignoring file {cam_dir}: a modality folder should hold only camera folders",
-                                  stacklevel=2)
-                    continue
-                m = _CAM_RE.fullmatch(cam_dir.name)
-                if not m:
-                    problems.add(f"unexpected folder {cam_dir}: camera folders must be named camN or N "
-                                 "(e.g. cam1 or 1)")
-                    continue
-                cam = int(m.group(1))
-                for pid_dir in sorted(cam_dir.iterdir(), key=lambda p: p.name):
-                    if not pid_dir.is_dir():
-                        warnings.warn(f"ignoring file {pid_dir}: a camera folder should hold only person folders",
-                                      stacklevel=2)
-                        continue
-                    if not pid_dir.name.isdigit():
-                        problems.add(f"unexpected folder {pid_dir}: person folders must be integer ids (e.g. 0007)")
-                        continue
-                    samples.extend(Sample(str(p), int(pid_dir.name), cam, modality) for p in list_images(pid_dir))
+        for modality, cam, pid, pid_dir in walk_layout(
+                self.root, lambda level, path: problems.add(f"unexpected folder {path}: {unexpected[level]}"),
+                lambda level, path: warnings.warn(f"ignoring file {path}: {holder[level]}", stacklevel=4)):
+            samples.extend(Sample(str(p), pid, cam, modality) for p in list_images(pid_dir))
         if not samples and not problems:
-            problems.add(f"no images found under {root}: expected {_EXPECTED}")
+            problems.add(f"no images found under {self.root}: expected {_EXPECTED}")
         return samples
 
     def _splits(self, all_ids: list[int], problems: Problems) -> dict[str, list[int]]:
