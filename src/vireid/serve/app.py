@@ -73,11 +73,11 @@ def create_app(index_dir: "str | Path", *, extractor: Any = None, run: "str | Pa
     from starlette.concurrency import run_in_threadpool
 
     from .extractor import FeatureExtractor
-    from .index import GalleryIndex, IndexItem
+    from .index import GalleryIndex, IndexItem, read_meta
 
     index_dir = Path(index_dir).expanduser().resolve()
     if extractor is None:
-        meta = json.loads((index_dir / "meta.json").read_text()) if (index_dir / "meta.json").is_file() else {}
+        meta = read_meta(index_dir)
         model = meta.get("model") or {}
         source = run or model.get("checkpoint")
         if not source:

@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-MODALITIES = ("visible", "infrared")
-
 
 def _modality(value: str) -> str:
     """argparse type: a modality name or alias (rgb, ir, thermal, ...) -> 'visible' or 'infrared'."""
@@ -24,16 +22,13 @@ def _extractor(run: "str | None", index_dir: "str | Path | None", args: argparse
     """The FeatureExtractor of --run, or of the checkpoint recorded in the index's meta.json."""
     from ..core import IndexError_
     from .extractor import FeatureExtractor
+    from .index import read_meta
 
     if run is None:
-        meta_path = Path(index_dir) / "meta.json" if index_dir is not None else None
-        try:
-            meta = json.loads(meta_path.read_text()) if meta_path is not None else {}
-        except (OSError, ValueError):
-            meta = {}
+        meta = read_meta(index_dir) if index_dir is not None else {}
         run = (meta.get("model") or {}).get("checkpoint")
         if not run:
-            raise IndexError_(f"no --run given and {meta_path} records no checkpoint; pass --run RUN_DIR")
+            raise IndexError_(f"no --run given and the index at {index_dir} records no checkpoint; pass --run RUN_DIR")
         feature = meta.get("feature", "bn")
         flip = (meta.get("model") or {}).get("flip")
     else:

@@ -330,22 +330,7 @@ class GalleryIndex:
     def open(cls, directory: "str | Path", extractor: Any = None, fingerprint: str | None = None) -> "GalleryIndex":
         """Load and check an index: meta present, counts agree, model fingerprint matches when given."""
         d = Path(directory).expanduser()
-        if not d.is_dir():
-            raise IndexError_(f"no gallery index at {d}: the directory does not exist; "
-                              "create one with `vireid index build RUN_DIR --images DIR --out INDEX_DIR`")
-        meta_path = d / META
-        if not meta_path.is_file():
-            raise IndexError_(f"{d} is not a gallery index: {META} is missing (expected {META}, {VECTORS}, {ITEMS}); "
-                              "rebuild it with `vireid index build`")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise IndexError_(f"{meta_path} is damaged ({exc}); rebuild the index with `vireid index build`") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise IndexError_(f"{meta_path} is not a vireid gallery index description (format {FORMAT!r} expected)")
-        if meta.get("version") != VERSION:
-            raise IndexError_(f"{meta_path} has index format version {meta.get('version')!r}; this vireid reads "
-                              f"version {VERSION}. Rebuild the index with this version")
+        meta = read_meta(d)
         index = cls(int(meta["dim"]), fingerprint=meta["fingerprint"], feature=meta.get("feature", "bn"),
                     kind=meta.get("kind", "flat"), model=meta.get("model"), roots=meta.get("roots", ()),
                     params=meta.get("params"), directory=d)
@@ -408,6 +393,28 @@ class GalleryIndex:
             raise IndexError_(f"item {item.id} points at {full}, outside the index directory and its image roots "
                               f"({', '.join(map(str, allowed))}); refusing to read it")
         return full
+
+
+def read_meta(directory: "str | Path") -> dict[str, Any]:
+    """The checked meta.json of the index at `directory` (format and version); IndexError_ naming the fix."""
+    d = Path(directory).expanduser()
+    if not d.is_dir():
+        raise IndexError_(f"no gallery index at {d}: the directory does not exist; "
+                          "create one with `vireid index build RUN_DIR --images DIR --out INDEX_DIR`")
+    meta_path = d / META
+    if not meta_path.is_file():
+        raise IndexError_(f"{d} is not a gallery index: {META} is missing (expected {META}, {VECTORS}, {ITEMS}); "
+                          "rebuild it with `vireid index build`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexError_(f"{meta_path} is damaged ({exc}); rebuild the index with `vireid index build`") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise IndexError_(f"{meta_path} is not a vireid gallery index description (format {FORMAT!r} expected)")
+    if meta.get("version") != VERSION:
+        raise IndexError_(f"{meta_path} has index format version {meta.get('version')!r}; this vireid reads "
+                          f"version {VERSION}. Rebuild the index with this version")
+    return meta
 
 
 def _check_params(params: dict) -> dict[str, int]:
