@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Batch, ConfigError, Modality, TrainingError
+from ..models.discriminator import ACTIVATIONS as ID_ACTIVATIONS
 from ..registry import register_method
 from .base import Method, MethodOptions, OptimizerEntry, Stepper, modality_codes
 
@@ -34,7 +35,6 @@ MODES = ("split", "literal")
 ALTERNATE_OVER = ("iterations", "epochs")
 MININGS = ("hard", "random")
 BN_FEATURES = ("pool", "hidden")
-ID_ACTIVATIONS = ("relu", "leaky_relu")
 
 
 @dataclass
