@@ -48,8 +48,9 @@ def _progress(total: int, enabled: bool):
 
 def _index_params(args: argparse.Namespace) -> dict[str, int]:
     """The approximate-index options given on the command line (None = not given)."""
-    names = ("nlist", "nprobe", "train_per_list", "hnsw_m", "ef_search", "ef_construction")
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    from .index import DEFAULT_PARAMS
+
+    return {n: getattr(args, n) for n in DEFAULT_PARAMS if getattr(args, n, None) is not None}
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
@@ -82,14 +83,12 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_info(args: argparse.Namespace) -> int:
-    from .index import GalleryIndex
+    from .index import KIND_PARAMS, GalleryIndex
 
     index = GalleryIndex.open(args.index)  # checks integrity; no model is loaded
     n_vis = int(sum(it.modality.value == "visible" for it in index.items))
     size = sum(p.stat().st_size for p in Path(args.index).rglob("*") if p.is_file())
-    params = {} if index.kind == "flat" else {
-        k: v for k, v in index.params.items()
-        if k in (("nlist", "nprobe", "train_per_list") if index.kind == "ivf" else ("hnsw_m", "ef_search", "ef_construction"))}
+    params = {k: index.params[k] for k in KIND_PARAMS[index.kind]}
     info = {"index": str(args.index), "kind": index.kind, "count": len(index), "visible": n_vis,
             "infrared": len(index) - n_vis, "dim": index.dim, "feature": index.feature,
             "fingerprint": index.fingerprint, "method": index.model.get("method"),

@@ -34,6 +34,8 @@ KINDS = ("flat", "ivf", "hnsw")
 # nlist 0 = automatic (4 * sqrt(count)); train_per_list caps the k-means sample at nlist * train_per_list rows
 DEFAULT_PARAMS: dict[str, int] = {"nlist": 0, "nprobe": 16, "train_per_list": 64, "hnsw_m": 32,
                                   "ef_search": 128, "ef_construction": 80}
+KIND_PARAMS: dict[str, tuple[str, ...]] = {"flat": (), "ivf": ("nlist", "nprobe", "train_per_list"),
+                                           "hnsw": ("hnsw_m", "ef_search", "ef_construction")}
 _SCORE_BUDGET = 512 * 2 ** 20  # bytes of float32 scores per block of queries in exact search
 META, VECTORS, ITEMS, FAISS_FILE, IMAGES = "meta.json", "vectors.npy", "items.sqlite", "index.faiss", "images"
 
