@@ -44,15 +44,29 @@ def sysu_like_samples(rng: np.random.Generator) -> list[Sample]:
     return out
 
 
-def reference_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20):
-    """The reference eval_sysu way, one query at a time, with a stable sort and last-value padding."""
-    num_q, num_g = distmat.shape
-    max_rank = min(max_rank, num_g)
+def _ranked(distmat, q_pids, g_pids):
+    """Stable gallery order per query, the ranked identities, and 0/1 matches (both loops start here)."""
     indices = np.argsort(distmat, axis=1, kind="stable")
     pred_label = g_pids[indices]
-    matches = (pred_label == q_pids[:, None]).astype(np.int32)
+    return indices, pred_label, (pred_label == q_pids[:, None]).astype(np.int32)
+
+
+def _padded_cmc(id_match, max_rank):
+    """0/1 CMC of one query from its deduplicated identity matches, cut at max_rank, last-value padded (P5)."""
+    cmc = id_match.cumsum()
+    cmc[cmc > 1] = 1
+    cmc = cmc[:max_rank]
+    if len(cmc) < max_rank:
+        cmc = np.concatenate([cmc, np.full(max_rank - len(cmc), cmc[-1])])
+    return cmc
+
+
+def reference_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20):
+    """The reference eval_sysu way, one query at a time, with a stable sort and last-value padding."""
+    max_rank = min(max_rank, distmat.shape[1])
+    indices, pred_label, matches = _ranked(distmat, q_pids, g_pids)
     all_cmc, all_ap, all_inp = [], [], []
-    for q_idx in range(num_q):
+    for q_idx in range(len(distmat)):
         order = indices[q_idx]
         remove = (q_camids[q_idx] == 3) & (g_camids[order] == 2)
         keep = np.invert(remove)
@@ -63,12 +77,7 @@ def reference_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20):
         raw = matches[q_idx][keep]
         if not np.any(raw):
             continue
-        cmc = id_match.cumsum()
-        cmc[cmc > 1] = 1
-        cmc = cmc[:max_rank]
-        if len(cmc) < max_rank:
-            cmc = np.concatenate([cmc, np.full(max_rank - len(cmc), cmc[-1])])
-        all_cmc.append(cmc)
+        all_cmc.append(_padded_cmc(id_match, max_rank))
         pos = np.where(raw == 1)[0]
         all_inp.append(raw.sum() / (pos.max() + 1.0))
         tmp = raw.cumsum()
@@ -81,13 +90,10 @@ def reference_style_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=2
     including its element-by-element Python work: the deduplicated identity list is rebuilt item by
     item in rank order, and the AP precision curve is built item by item. Stable sort and last-value
     padding as in vireid (the reference crashes on short rows, P5)."""
-    num_q, num_g = distmat.shape
-    max_rank = min(max_rank, num_g)
-    indices = np.argsort(distmat, axis=1, kind="stable")
-    pred_label = g_pids[indices]
-    matches = (pred_label == q_pids[:, None]).astype(np.int32)
+    max_rank = min(max_rank, distmat.shape[1])
+    indices, pred_label, matches = _ranked(distmat, q_pids, g_pids)
     all_cmc, all_ap, all_inp = [], [], []
-    for q_idx in range(num_q):
+    for q_idx in range(len(distmat)):
         order = indices[q_idx]
         keep = np.invert((q_camids[q_idx] == 3) & (g_camids[order] == 2))
         ranked = pred_label[q_idx][keep]
@@ -97,12 +103,7 @@ def reference_style_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=2
         raw = matches[q_idx][keep]
         if not np.any(raw):
             continue
-        cmc = id_match.cumsum()
-        cmc[cmc > 1] = 1
-        cmc = cmc[:max_rank]
-        if len(cmc) < max_rank:
-            cmc = np.concatenate([cmc, np.full(max_rank - len(cmc), cmc[-1])])
-        all_cmc.append(cmc)
+        all_cmc.append(_padded_cmc(id_match, max_rank))
         pos = np.where(raw == 1)[0]
         all_inp.append(raw.sum() / (pos.max() + 1.0))
         running = raw.cumsum()
