@@ -13,7 +13,8 @@ from tests.test_datasets_layouts import make_llcm, make_regdb, make_sysu, write_
 
 from vireid.cli import main  # noqa: E402
 from vireid.core import Modality, Sample  # noqa: E402
-from vireid.data.check import check_dataset, sysu_protocol_sizes  # noqa: E402
+from vireid.data.check import check_dataset  # noqa: E402
+from vireid.protocols.sysu import expected_sizes as sysu_protocol_sizes  # noqa: E402
 
 
 def sysu_mixed(root: Path) -> Path:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +16,13 @@ from tests.engine_fixtures import config_args, make_tiny_sysu
 pytestmark = pytest.mark.slow
 
 
+SCRIPT = str(Path(__file__).with_name("train_with_callbacks.py"))
+
+
 def _torchrun(*args: str, env: dict) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "vireid", *args]
+    """torchrun with 2 ranks of `vireid ARGS`, or of the callback script when ARGS start with it."""
+    target = list(args) if args and args[0] == SCRIPT else ["-m", "vireid", *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *target]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -27,8 +32,9 @@ def test_two_rank_training_and_evaluation(tmp_path):
     data = make_tiny_sysu(tmp_path / "sysu")
     run = tmp_path / "run"
     dump = tmp_path / "ranks"
-    env = dict(os.environ, OMP_NUM_THREADS="1", VIREID_TEST_DUMP_RANK_STATE=str(dump))
-    _torchrun("train", *config_args(data, "train.device=cpu"), "--out", str(run), "--no-progress", env=env)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    _torchrun(SCRIPT, "--dump-rank-state", str(dump), *config_args(data, "train.device=cpu"), "--out", str(run),
+              "--no-progress", env=env)
 
     r0, r1 = torch.load(dump / "rank0.pt"), torch.load(dump / "rank1.pt")
     assert r0.keys() == r1.keys()
@@ -40,7 +46,6 @@ def test_two_rank_training_and_evaluation(tmp_path):
     epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x]
     assert epochs
 
-    env.pop("VIREID_TEST_DUMP_RANK_STATE")
     _torchrun("eval", str(run), "--device", "cpu", "--out", str(tmp_path / "ddp_eval"), env=env)
     single = subprocess.run([sys.executable, "-m", "vireid", "eval", str(run), "--device", "cpu",
                              "--out", str(tmp_path / "one_eval")], env=env, capture_output=True, text=True)

@@ -14,7 +14,7 @@ import torch
 
 from vireid.cli import main as cli_main
 from vireid.core import CheckpointError, TrainingError
-from vireid.engine.checkpoint import find_checkpoint, load_model_state, read_checkpoint
+from vireid.runs import RunDir, load_model_state, read_checkpoint
 from vireid.engine.trainer import Trainer
 
 from tests.engine_fixtures import config_args, make_tiny_sysu, tiny_train_config
@@ -49,7 +49,7 @@ def test_refuses_to_overwrite_a_trained_run(data_root, tmp_path):
 def test_eval_refuses_a_run_without_checkpoint(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"no trained checkpoint in .*refusing to evaluate an untrained model"):
-        find_checkpoint(tmp_path / "empty")
+        RunDir(tmp_path / "empty").find_checkpoint()
     assert cli_main(["eval", str(tmp_path / "empty")]) == 2
     assert "refusing to evaluate an untrained model" in capsys.readouterr().err
 
@@ -104,7 +104,8 @@ def test_resume_after_sigkill_is_exact(data_root, tmp_path):
     straight = tmp_path / "straight"
     subprocess.run([*base, "--out", str(straight)], check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.run([*base, "--out", str(killed)], env={**env, "VIREID_TEST_KILL_AFTER_EPOCH": "0"},
+    script = [sys.executable, str(Path(__file__).with_name("train_with_callbacks.py")), "--kill-after-epoch", "0"]
+    proc = subprocess.run([*script, *config_args(data_root), "--no-progress", "--out", str(killed)], env=env,
                           capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert read_checkpoint(killed / "checkpoints" / "last.pt")["epoch"] == 0
@@ -124,14 +125,15 @@ def test_best_checkpoint_is_selected_on_validation_identities(data_root, tmp_pat
     val = [r for r in records if r["kind"] == "val"]
     assert [r["epoch"] for r in val] == [0, 1]
     assert best["best"] == max(r["rank1"] for r in val)
-    assert find_checkpoint(run) == run / "checkpoints" / "best.pt"  # eval prefers the selected one
+    assert RunDir(run).find_checkpoint() == run / "checkpoints" / "best.pt"  # eval prefers the selected one
 
 
 def test_validation_rank1_equals_a_direct_ranking_of_the_checkpoint(data_root, tmp_path):
     import numpy as np
 
-    from vireid.engine.evaluate import load_trained, validation_trial
-    from vireid.engine.extract import make_extractor
+    from vireid.engine.evaluate import validation_trial
+    from vireid.inference import load_trained
+    from vireid.inference import make_extractor
     from vireid.metrics import evaluate_ranking
 
     run = tmp_path / "run"

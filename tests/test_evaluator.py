@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vireid.core import ConfigError, EvalTrial, EvaluationError, Modality, Sample
-from vireid.engine.evaluator import Evaluator, evaluate_npz, unique_samples
+from vireid.engine.evaluate import evaluate_npz
+from vireid.engine.evaluator import Evaluator, unique_samples
 from vireid.engine.results import EvalResults, FeatureResult, ProtocolResult, TrialResult, mean_std, merge_results
 
 

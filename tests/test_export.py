@@ -21,7 +21,7 @@ def _checkpoint(method: str, path):
     import torch
 
     from vireid.config import config_to_dict
-    from vireid.engine.checkpoint import save_checkpoint
+    from vireid.runs import save_checkpoint
     from vireid.methods import build_method
 
     cfg = tiny_config(method)
@@ -33,7 +33,7 @@ def _checkpoint(method: str, path):
 
 
 def test_cli_export_matches_the_feature_extractor(tmp_path_factory, tmp_path, capsys):
-    from vireid.serve.extractor import FeatureExtractor
+    from vireid.inference import FeatureExtractor
 
     run, data = trained_run(tmp_path_factory)
     out = tmp_path / "model.onnx"

@@ -9,7 +9,7 @@ from PIL import Image
 
 import vireid
 from vireid.core import CheckpointError, ConfigError, Modality, ModalityError, Sample
-from vireid.serve.extractor import FeatureExtractor
+from vireid.inference import FeatureExtractor
 
 from tests.test_serve_helpers import trained_run
 
@@ -27,7 +27,7 @@ def _samples(data_root, n=3):
 
 
 def test_equals_the_evaluator_extraction(run):
-    from vireid.engine.extract import make_extractor
+    from vireid.inference import make_extractor
 
     run_dir, data = run
     fx = FeatureExtractor(run_dir, batch_size=2)  # batches smaller than the evaluator's

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vireid.core import IndexError_, Modality
+from vireid.core import GalleryIndexError, Modality
 from vireid.serve.index import GalleryIndex, IndexItem
 
 V, I = Modality.VISIBLE, Modality.INFRARED
@@ -107,24 +107,24 @@ def test_open_refuses_count_mismatch_with_both_numbers(tmp_path):
     con.execute("DELETE FROM items WHERE id = 39")
     con.commit()
     con.close()
-    with pytest.raises(IndexError_, match=r"items.sqlite rows = 39, vectors.npy rows = 40, meta.json count = 40"):
+    with pytest.raises(GalleryIndexError, match=r"items.sqlite rows = 39, vectors.npy rows = 40, meta.json count = 40"):
         GalleryIndex.open(out)
 
 
 def test_open_refuses_missing_or_damaged_parts(tmp_path):
     out = _index().save(tmp_path / "g")
     (out / "vectors.npy").write_bytes(b"garbage")
-    with pytest.raises(IndexError_, match=r"g/vectors.npy cannot be read"):
+    with pytest.raises(GalleryIndexError, match=r"g/vectors.npy cannot be read"):
         GalleryIndex.open(out)
     out = _index().save(tmp_path / "h")
     (out / "meta.json").unlink()
-    with pytest.raises(IndexError_, match=r"h is not a gallery index: meta.json is missing"):
+    with pytest.raises(GalleryIndexError, match=r"h is not a gallery index: meta.json is missing"):
         GalleryIndex.open(out)
     out = _index().save(tmp_path / "k")
     (out / "items.sqlite").write_bytes(b"not a database" * 100)
-    with pytest.raises(IndexError_, match=r"k/items.sqlite cannot be read"):
+    with pytest.raises(GalleryIndexError, match=r"k/items.sqlite cannot be read"):
         GalleryIndex.open(out)
-    with pytest.raises(IndexError_, match="does not exist"):
+    with pytest.raises(GalleryIndexError, match="does not exist"):
         GalleryIndex.open(tmp_path / "nowhere")
 
 
@@ -133,7 +133,7 @@ def test_open_refuses_another_model(tmp_path):
     same = SimpleNamespace(fingerprint="f" * 64, method_name="baseline", feature="bn", checkpoint_path="a.pt")
     assert len(GalleryIndex.open(out, extractor=same)) == 40
     other = SimpleNamespace(fingerprint="0" * 64, method_name="mpanet", feature="bn", checkpoint_path="/r/b.pt")
-    with pytest.raises(IndexError_, match=r"built by another model: index fingerprint ffffffffffff .* "
+    with pytest.raises(GalleryIndexError, match=r"built by another model: index fingerprint ffffffffffff .* "
                                           r"extractor 000000000000 \(method 'mpanet'.*/r/b.pt"):
         GalleryIndex.open(out, extractor=other)
 
@@ -142,18 +142,18 @@ def test_image_paths_must_stay_inside_allowed_roots(tmp_path):
     idx = _index()
     idx.save(tmp_path / "g")
     assert str(idx.image_path(idx.item(0))) == "/g/0.jpg"
-    with pytest.raises(IndexError_, match="outside the index directory"):
+    with pytest.raises(GalleryIndexError, match="outside the index directory"):
         idx.image_path(IndexItem("/etc/passwd", V, id=7))
-    with pytest.raises(IndexError_, match="outside the index directory"):
+    with pytest.raises(GalleryIndexError, match="outside the index directory"):
         idx.image_path(IndexItem("images/../../secret.jpg", V, id=8))
     assert idx.image_path(IndexItem("images/a.jpg", V)) == (tmp_path / "g" / "images" / "a.jpg").resolve()
 
 
 def test_approximate_kinds_need_faiss(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
-    with pytest.raises(IndexError_, match=r"pip install vireid\[faiss\]"):
+    with pytest.raises(GalleryIndexError, match=r"pip install vireid\[faiss\]"):
         GalleryIndex(8, fingerprint="x", kind="ivf")
-    with pytest.raises(IndexError_, match="unknown index kind 'lsh'"):
+    with pytest.raises(GalleryIndexError, match="unknown index kind 'lsh'"):
         GalleryIndex(8, fingerprint="x", kind="lsh")
 
 
@@ -177,7 +177,7 @@ def test_faiss_kinds_agree_with_exact_search(kind, tmp_path):
     small = faiss.read_index(str(out / "index.faiss"))
     small.reset()
     faiss.write_index(small, str(out / "index.faiss"))
-    with pytest.raises(IndexError_, match=r"items.sqlite rows = 400, .*index.faiss vectors = 0"):
+    with pytest.raises(GalleryIndexError, match=r"items.sqlite rows = 400, .*index.faiss vectors = 0"):
         GalleryIndex.open(out)
 
 
@@ -217,9 +217,9 @@ def test_exact_search_mixed_filters_in_one_batch_and_one_modality_empty():
 
 
 def test_index_parameters_are_checked():
-    with pytest.raises(IndexError_, match=r"unknown index parameter 'nprob' \(did you mean 'nprobe'\?\)"):
+    with pytest.raises(GalleryIndexError, match=r"unknown index parameter 'nprob' \(did you mean 'nprobe'\?\)"):
         GalleryIndex(8, fingerprint="x", params={"nprob": 4})
-    with pytest.raises(IndexError_, match="index parameter nprobe must be an integer >= 1, got 0"):
+    with pytest.raises(GalleryIndexError, match="index parameter nprobe must be an integer >= 1, got 0"):
         GalleryIndex(8, fingerprint="x", params={"nprobe": 0})
     idx = GalleryIndex(8, fingerprint="x", params={"nlist": 0})
     assert idx.nlist_for(1_000_000) == 4000  # automatic: 4 * sqrt(N)

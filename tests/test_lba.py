@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from vireid.config import load_config
 from vireid.core import Batch, ConfigError, Modality, TrainingError
-from vireid.engine.optim import lr_factor
+from vireid.optim import lr_factor
 from vireid.losses.lba import dense_triplet, dense_triplet_map, id_consistency, lba_objective
 from vireid.methods import build_method
 from vireid.models import BNNeck, Classifier, ResNetBackbone

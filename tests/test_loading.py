@@ -124,6 +124,10 @@ def _cfg(workers: int, channel_aug: bool = False) -> Config:
     return cfg
 
 
+def _sections(cfg: Config) -> tuple:
+    return cfg.data, cfg.sampler, cfg.augment
+
+
 def _epochs(loader, sampler, epochs=(0, 1)) -> list[Batch]:
     out = []
     for e in epochs:
@@ -134,8 +138,8 @@ def _epochs(loader, sampler, epochs=(0, 1)) -> list[Batch]:
 
 def test_loader_end_to_end_workers_reproducible(images, tmp_path):
     ds = _dataset(images, tmp_path)
-    loader0, s0 = build_train_loader(ds, _cfg(0), cache_dir=tmp_path / "cache", seed=5, progress=False)
-    loader2, s2 = build_train_loader(ds, _cfg(2), cache_dir=tmp_path / "cache", seed=5, progress=False)
+    loader0, s0 = build_train_loader(ds, *_sections(_cfg(0)), cache_dir=tmp_path / "cache", seed=5, progress=False)
+    loader2, s2 = build_train_loader(ds, *_sections(_cfg(2)), cache_dir=tmp_path / "cache", seed=5, progress=False)
     # 12 images per modality, P*K = 6 -> 12 // 6 + 1 = 3 batches per epoch
     assert len(loader0) == len(s0) == 3
     b0, b2 = _epochs(loader0, s0), _epochs(loader2, s2)
@@ -161,7 +165,7 @@ def test_loader_caj_views_order(images, tmp_path):
     ds = _dataset(images, tmp_path)
     cfg = _cfg(0, channel_aug=True)
     cfg.data.cache = False  # on-the-fly decoding path
-    loader, sampler = build_train_loader(ds, cfg, cache_dir=None, seed=1, progress=False)
+    loader, sampler = build_train_loader(ds, *_sections(cfg), cache_dir=None, seed=1, progress=False)
     batch = next(iter(loader))
     assert batch.images.shape == (18, 3, H, W)
     assert batch.modalities.tolist() == [0] * 12 + [1] * 6

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vireid.core import CheckpointError, Modality
-from vireid.engine.checkpoint import load_model_state
+from vireid.runs import load_model_state
 from vireid.engine.stepper import TrainStepper
 from vireid.methods import available_methods, build_method
 

@@ -10,6 +10,7 @@ import torchvision
 
 from vireid.core import CheckpointError, Modality
 from vireid.models import ResNetBackbone, imagenet_cache_path, load_pretrained
+from vireid.models.build import build_backbone
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def _save(tmp_path, state, name="bad.pth"):
 
 def test_weights_land_in_both_stems_and_shared_layers(state_file, tv_resnet18):
     sd = tv_resnet18.state_dict()
-    net = ResNetBackbone("resnet18", modality_specific=("stem", "layer1"), pretrained=str(state_file))
+    net = build_backbone("resnet18", modality_specific=("stem", "layer1"), pretrained=str(state_file))
     for m in ("visible", "infrared"):
         assert torch.equal(net.stem[m].conv1.weight, sd["conv1.weight"])
         assert torch.equal(net.stem[m].bn1.running_var, sd["bn1.running_var"])
@@ -50,7 +51,7 @@ def test_weights_land_in_both_stems_and_shared_layers(state_file, tv_resnet18):
 
 
 def test_loaded_backbone_reproduces_torchvision_features(state_file, tv_resnet18):
-    net = ResNetBackbone("resnet18", last_stride=2, modality_specific=("stem",), pretrained=str(state_file)).eval()
+    net = build_backbone("resnet18", last_stride=2, modality_specific=("stem",), pretrained=str(state_file)).eval()
     x = torch.randn(2, 3, 64, 32)
     body = torch.nn.Sequential(*list(tv_resnet18.children())[:-2])
     with torch.no_grad():
@@ -69,7 +70,7 @@ def test_report_and_non_local_keep_their_init(state_file):
 
 
 def test_four_channel_conv1_gets_rgb_filters_and_their_mean(state_file, tv_resnet18):
-    net = ResNetBackbone("resnet18", in_channels=4, modality_specific=(), pretrained=str(state_file))
+    net = build_backbone("resnet18", in_channels=4, modality_specific=(), pretrained=str(state_file))
     w, ref = net.stem.conv1.weight, tv_resnet18.conv1.weight
     assert w.shape == (64, 4, 7, 7)
     assert torch.equal(w[:, :3], ref)
@@ -78,7 +79,7 @@ def test_four_channel_conv1_gets_rgb_filters_and_their_mean(state_file, tv_resne
 
 def test_files_without_num_batches_tracked_are_accepted(tmp_path, tv_resnet18):
     sd = {k: v for k, v in tv_resnet18.state_dict().items() if not k.endswith("num_batches_tracked")}
-    net = ResNetBackbone("resnet18", pretrained=str(_save(tmp_path, sd, "old.pth")))
+    net = build_backbone("resnet18", pretrained=str(_save(tmp_path, sd, "old.pth")))
     assert torch.equal(net.layer2.blocks[0].conv1.weight, sd["layer2.0.conv1.weight"])
 
 
@@ -86,7 +87,7 @@ def test_renamed_key_is_refused_naming_both_keys(tmp_path, tv_resnet18):
     sd = dict(tv_resnet18.state_dict())
     sd["layer2.0.convX.weight"] = sd.pop("layer2.0.conv1.weight")
     with pytest.raises(CheckpointError) as err:
-        ResNetBackbone("resnet18", pretrained=str(_save(tmp_path, sd)))
+        build_backbone("resnet18", pretrained=str(_save(tmp_path, sd)))
     msg = str(err.value)
     assert "1 missing key(s): 'layer2.0.conv1.weight'" in msg
     assert "1 unexpected key(s): 'layer2.0.convX.weight'" in msg
@@ -97,31 +98,31 @@ def test_wrong_shape_is_refused_with_both_shapes(tmp_path, tv_resnet18):
     sd = dict(tv_resnet18.state_dict())
     sd["layer3.1.bn2.weight"] = torch.ones(10)
     with pytest.raises(CheckpointError, match=r"'layer3.1.bn2.weight': file \(10,\) vs model \(256,\)"):
-        ResNetBackbone("resnet18", pretrained=str(_save(tmp_path, sd)))
+        build_backbone("resnet18", pretrained=str(_save(tmp_path, sd)))
 
 
 def test_resnet50_into_resnet18_lists_first_keys_and_counts(tmp_path):
     sd = torchvision.models.resnet50(weights=None).state_dict()
     with pytest.raises(CheckpointError, match=r"\d+ unexpected key\(s\): .* and \d+ more; \d+ shape mismatch\(es\)"):
-        ResNetBackbone("resnet18", pretrained=str(_save(tmp_path, sd)))
+        build_backbone("resnet18", pretrained=str(_save(tmp_path, sd)))
 
 
 def test_ddp_prefix_gets_a_hint(tmp_path, tv_resnet18):
     sd = {"module." + k: v for k, v in tv_resnet18.state_dict().items()}
     with pytest.raises(CheckpointError, match="strip that prefix"):
-        ResNetBackbone("resnet18", pretrained=str(_save(tmp_path, sd)))
+        build_backbone("resnet18", pretrained=str(_save(tmp_path, sd)))
 
 
 def test_missing_or_unreadable_file(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(CheckpointError, match=f"not found: {missing}"):
-        ResNetBackbone("resnet18", pretrained=str(missing))
+        build_backbone("resnet18", pretrained=str(missing))
     with pytest.raises(CheckpointError, match="found a list"):
-        ResNetBackbone("resnet18", pretrained=str(_save(tmp_path, [1, 2])))
+        build_backbone("resnet18", pretrained=str(_save(tmp_path, [1, 2])))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a pickle")
     with pytest.raises(CheckpointError, match="junk.pth: cannot be read"):
-        ResNetBackbone("resnet18", pretrained=str(junk))
+        build_backbone("resnet18", pretrained=str(junk))
 
 
 @pytest.fixture()
@@ -138,7 +139,7 @@ def test_imagenet_offline_error_names_file_and_directory(empty_hub, monkeypatch)
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(CheckpointError) as err:
-        ResNetBackbone("resnet18", pretrained="imagenet")
+        build_backbone("resnet18", pretrained="imagenet")
     msg = str(err.value)
     assert "resnet18-f37072fd.pth" in msg and str(empty_hub / "checkpoints") in msg
     assert "no network" in msg
@@ -152,7 +153,7 @@ def test_imagenet_uses_the_hub_cache_without_downloading(empty_hub, monkeypatch,
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     (empty_hub / "checkpoints").mkdir(parents=True)
     torch.save(tv_resnet18.state_dict(), empty_hub / "checkpoints" / "resnet18-f37072fd.pth")
-    net = ResNetBackbone("resnet18", pretrained="imagenet")
+    net = build_backbone("resnet18", pretrained="imagenet")
     assert torch.equal(net.branch("stem", Modality.INFRARED).conv1.weight, tv_resnet18.conv1.weight)
 
 
@@ -164,6 +165,6 @@ def test_imagenet_download_path_is_used_when_cache_is_empty(empty_hub, monkeypat
         return tv_resnet18.state_dict()
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
-    net = ResNetBackbone("resnet18", pretrained="imagenet")
+    net = build_backbone("resnet18", pretrained="imagenet")
     assert calls == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url]
     assert torch.equal(net.layer1.blocks[0].conv1.weight, tv_resnet18.layer1[0].conv1.weight)

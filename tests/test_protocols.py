@@ -12,8 +12,9 @@ import pytest
 from vireid.core import ConfigError, DatasetError, Modality, Sample
 from vireid.data.datasets.base import ReIDDataset
 from vireid.metrics import evaluate_ranking
+from vireid.runs import RunDir
 from vireid.protocols import (
-    get_protocol, llcm_trials, load_rand_perm, protocol_from_samples, regdb_trials, sysu_trials, write_trial_lists,
+    get_protocol, llcm_trials, load_rand_perm, protocol_from_samples, regdb_trials, sysu_trials,
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sysu-mm01"
@@ -245,7 +246,7 @@ def test_protocol_describe_and_trial_lists(tmp_path, fake_sysu):
     assert d["direction"] == "infrared_to_visible" and d["gallery_sampler"] == "agw"
     trials = list(proto.trials())
     assert [t.name for t in trials] == ["sysu/indoor/single/agw/trial0", "sysu/indoor/single/agw/trial1"]
-    written = write_trial_lists(trials, tmp_path)
+    written = RunDir(tmp_path).write_trial_lists(trials)
     f = tmp_path / "galleries" / "sysu" / "indoor" / "single" / "agw" / "trial1.txt"
     assert f in written
     assert f.read_text().splitlines() == [s.path for s in trials[1].gallery]

@@ -24,7 +24,7 @@ KEY = "s3cret-key"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from vireid.serve.extractor import FeatureExtractor
+    from vireid.inference import FeatureExtractor
 
     run, _ = trained_run(tmp_path_factory)
     base = tmp_path_factory.mktemp("app")

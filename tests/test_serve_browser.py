@@ -68,7 +68,7 @@ class ServerThread:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from vireid.serve.app import create_app
-    from vireid.serve.extractor import FeatureExtractor
+    from vireid.inference import FeatureExtractor
     from vireid.serve.gallery import build_index
 
     why = _missing_browser()

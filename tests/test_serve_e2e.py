@@ -24,8 +24,8 @@ def test_cli_api_and_evaluator_rank_alike(tmp_path_factory, capsys):
     from fastapi.testclient import TestClient
 
     from vireid.data.datasets import load_dataset
-    from vireid.engine.evaluate import load_trained
-    from vireid.engine.extract import make_extractor
+    from vireid.inference import load_trained
+    from vireid.inference import make_extractor
     from vireid.metrics import evaluate_ranking
     from vireid.serve.app import create_app
 

@@ -30,7 +30,7 @@ def _bench():
 
 @pytest.mark.slow
 def test_concurrent_searches_all_succeed_with_topk_results(tmp_path_factory):
-    from vireid.serve.extractor import FeatureExtractor
+    from vireid.inference import FeatureExtractor
     from vireid.serve.gallery import build_index
 
     bench = _bench()

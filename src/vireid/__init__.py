@@ -18,20 +18,20 @@ from .core import (
     TrainingError,
     VireidError,
 )
-from .registry import register_dataset, register_method
+from .registry import register_dataset, register_method, register_protocol
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Batch", "CheckpointError", "ConfigError", "DatasetError", "EvalTrial", "EvaluationError",
     "Modality", "ModalityError", "Sample", "TrainingError", "VireidError",
-    "register_dataset", "register_method", "__version__", "FeatureExtractor",
+    "register_dataset", "register_method", "register_protocol", "__version__", "FeatureExtractor",
 ]
 
 
 def __getattr__(name: str):
     if name == "FeatureExtractor":
-        from .serve.extractor import FeatureExtractor
+        from .inference.extractor import FeatureExtractor
 
         return FeatureExtractor
     raise AttributeError(f"module 'vireid' has no attribute {name!r}")

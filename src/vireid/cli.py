@@ -1,23 +1,26 @@
 """The `vireid` command: one entry point, sub-commands registered by the modules that own them.
 
 Each sub-command module exposes `register(subparsers)`; its handler is a thin layer over a library
-function. Modules are imported lazily-light: importing them must not import torch.
+function. Importing these modules must not import torch (`vireid --help` stays fast). Library code
+reports through `logging` (logger "vireid"); the command shows INFO records on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from typing import Sequence
 
 from .core import VireidError
 
-# (module, description) for each group of sub-commands, in help order.
+# The modules that register sub-commands, in help order.
 _COMMAND_MODULES = (
     "vireid.data.synthetic.cli",  # synth
     "vireid.data.cli",  # data check
-    "vireid.engine.cli",  # train, eval, demo
+    "vireid.engine.cli",  # train, eval
+    "vireid.demo",  # demo
     "vireid.serve.cli",  # index, search, serve, export
 )
 
@@ -32,20 +35,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vireid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv`; a command that takes `overrides` also takes KEY=VALUE words after its options."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if isinstance(getattr(args, "overrides", None), list) and not any(e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time of the record (it may be replaced, e.g. by a test)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # the base class assigns it once; sys.stdout is always used
+        pass
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Show vireid's log records as plain lines on stdout (once; a host application may configure its own)."""
+    logger = logging.getLogger("vireid")
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; VireidError becomes a one-line message and exit code 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
+    configure_logging()
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

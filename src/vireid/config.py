@@ -1,9 +1,12 @@
 """Typed configuration: dataclasses loaded from YAML with `_base_` inheritance and dotted overrides.
 
 A config file is a YAML mapping. `_base_: other.yaml` (or a list) is loaded first, relative to the
-file, and the file's keys are merged over it (`_delete_: true` inside a mapping replaces instead). Overrides `a.b=value` are parsed as YAML scalars.
-Unknown keys are an error naming the key and the closest valid one. `method:` holds `name:` plus
-that method's own options, validated by the options dataclass the method registers.
+file, and the file's keys are merged over it (`_delete_: true` inside a mapping replaces instead).
+Overrides `a.b=value` are parsed as YAML scalars. YAML is read with the YAML 1.2 booleans: only
+true/false are booleans, so `train.amp=off` is the string "off"; a boolean key also accepts
+on/off/yes/no. Unknown keys are an error naming the key and the closest valid one. Three sections
+are checked by what they configure, through the registries: `method:` by the method's `Options`,
+`data.options` by the dataset reader's, `eval.options` by the protocol's (`check_eval_options`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from .core import ConfigError
+from .registry import DATASETS, METHODS, PROTOCOLS, Registry
 
 
 @dataclass
@@ -28,14 +33,20 @@ class DataConfig:
 
     name: str = "sysu"  # a registered dataset reader: sysu, regdb, llcm, folder
     root: str = "data/synthetic-sysu"
+    options: dict = field(default_factory=dict)  # the reader's options (its Options), e.g. sysu train_split
     height: int = 288
     width: int = 144
-    train_split: str = "train+val"  # sysu: "train+val" (community practice) or "train" (keep val apart)
-    trial: int = 1  # regdb: the split 1..10
     cache: bool = True  # decode and resize each image once into a memory-mapped uint8 array
     cache_dir: str = ""  # default: <run dir>/cache
     num_workers: int = 2
     synthesize: dict = field(default_factory=dict)  # if set and root is missing: vireid synth arguments
+
+    def __getattr__(self, name: str) -> Any:
+        """Read shorthand for a reader option: `cfg.data.trial` is `cfg.data.options["trial"]`."""
+        options = self.__dict__.get("options") or {}
+        if name in options:
+            return options[name]
+        raise AttributeError(f"'DataConfig' has no attribute {name!r} (nor a reader option of that name)")
 
 
 @dataclass
@@ -114,7 +125,8 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation defaults used by `vireid eval` and the demo."""
 
-    protocol: str = "sysu"
+    protocol: str = "sysu"  # a registered protocol: sysu, regdb, llcm
+    # the protocol's options (names and types of its Options; checked when training starts and when evaluating)
     options: dict = field(default_factory=lambda: {"mode": "all", "shots": 1, "trials": 10})
     features: list = field(default_factory=lambda: ["bn", "pool"])
     flip: bool = False
@@ -140,11 +152,29 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with the YAML 1.2 booleans: only true/false (any case) are booleans, not on/off/yes/no."""
+
+
+YAMLLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+_BOOL_WORDS = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML text with `YAMLLoader` (safe: no Python objects are built)."""
+    return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - YAMLLoader is a SafeLoader
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml_text(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -184,19 +214,27 @@ def load_yaml_with_bases(path: "str | Path", _seen: tuple = ()) -> dict:
     return deep_merge(merged, data)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b.c=value` into (['a','b','c'], yaml-parsed value)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.sub=value")
-    key, _, raw = text.partition("=")
+def parse_override(text: str, *, what: str = "override", example: str = "train.epochs=5") -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into (['a','b','c'], the value parsed as a YAML scalar; unparsable text stays text)."""
+    key, sep, raw = text.partition("=")
     key = key.strip()
-    if not key:
-        raise ConfigError(f"override {text!r} has an empty key")
+    if not sep or not key:
+        raise ConfigError(f"{what} {text!r}: expected KEY=VALUE, e.g. {example}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        value = load_yaml_text(raw) if raw.strip() != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
+
+
+def parse_key_values(pairs: Sequence[str], *, what: str = "--option", example: str = "--option trial=3"
+                     ) -> dict[str, Any]:
+    """`["mode=indoor", "trials=3"]` -> {"mode": "indoor", "trials": 3} (values parsed as by `parse_override`)."""
+    out: dict[str, Any] = {}
+    for text in pairs or ():
+        keys, value = parse_override(text, what=what, example=example)
+        out[".".join(keys)] = value
+    return out
 
 
 def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
@@ -230,6 +268,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is type(None):
         return value is None, value
     if tp is bool:
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return True, _BOOL_WORDS[value.strip().lower()]
         return isinstance(value, bool), value
     if tp is int:
         return (isinstance(value, int) and not isinstance(value, bool)), value
@@ -274,24 +314,108 @@ def build_dataclass(cls: type, raw: Mapping, where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(raw: Mapping) -> Config:
-    """Build a validated Config; the method section is checked by the method's Options dataclass."""
-    from .registry import METHODS
-    from . import methods as _methods  # noqa: F401  (registers the built-in methods)
+def options_class(entry: Any) -> type:
+    """The `Options` dataclass a registered class declares (an empty one when it declares none)."""
+    return getattr(entry, "Options", NoOptions)
 
-    raw = dict(raw)
+
+@dataclass
+class NoOptions:
+    """The options of a reader or protocol that takes none."""
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    """An options dataclass (or mapping) as a plain dict, without the fields left at None."""
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        items = dataclasses.asdict(options).items()
+    else:
+        items = dict(options or {}).items()
+    return {k: v for k, v in items if v is not None}
+
+
+def build_options(registry: Registry, name: str, raw: Any, where: str) -> Any:
+    """The `Options` of the entry `name` of `registry`, built strictly from `raw` (a mapping or such a dataclass)."""
+    cls = options_class(registry.get(name))
+    if dataclasses.is_dataclass(raw) and not isinstance(raw, type):
+        raw = dataclasses.asdict(raw)
+    return build_dataclass(cls, raw or {}, where)
+
+
+def config_from_dict(raw: Mapping) -> Config:
+    """Build a validated Config; `method:` and `data.options` are checked by the registered method's and dataset
+    reader's Options dataclasses (`eval.options` by the protocol's: `check_eval_options`). A reader option may
+    also be written directly under `data:` (`data.trial=3` is `data.options.trial=3`) and read so."""
+    raw = copy.deepcopy(dict(raw))
     method_raw = dict(raw.pop("method", None) or {})
+    data_options: Any = None
+    if isinstance(raw.get("data"), dict):
+        data = raw["data"]
+        data_options = data.pop("options", None)
+        # shorthand: data.<reader option> means data.options.<reader option>, and wins over it
+        reader = options_class(DATASETS.get(str(data.get("name", DataConfig.name))))
+        flat = {f.name for f in dataclasses.fields(reader)} - {f.name for f in dataclasses.fields(DataConfig)}
+        if flat & set(data):
+            data_options = {**dict(data_options or {}), **{k: data.pop(k) for k in flat & set(data)}}
     name = method_raw.get("name", "baseline")
-    options_cls = METHODS.get(name).Options
+    options_cls = options_class(METHODS.get(name))
     method_raw["name"] = name
     cfg = build_dataclass(Config, raw)
     cfg.method = build_dataclass(options_cls, method_raw, "method")
+    cfg.data.options = dataclasses.asdict(build_options(DATASETS, cfg.data.name, data_options, "data.options"))
     return cfg
 
 
+def check_eval_options(cfg: Config) -> Any:
+    """`cfg.eval.options` built by the protocol's Options (ConfigError naming a wrong key or type).
+
+    Kept out of `config_from_dict` so a config may carry options for a protocol it overrides later;
+    the trainer calls it before the first epoch, so a typo fails before hours of training, not after."""
+    return build_options(PROTOCOLS, cfg.eval.protocol, cfg.eval.options, "eval.options")
+
+
+#: `data` keys of vireid 0.1.0 configs that reader options replaced (data.options); see `upgrade_saved_config`.
+LEGACY_DATA_KEYS = ("train_split", "trial")
+
+
+def upgrade_saved_config(raw: Mapping) -> dict:
+    """A config saved by vireid 0.1.0 (a checkpoint's) in today's keys: it held every legacy `data` key whatever
+    the reader; those the reader does not declare are dropped (the others are reader-option shorthands)."""
+    raw = copy.deepcopy(dict(raw))
+    data = raw.get("data")
+    if not isinstance(data, dict) or not any(k in data for k in LEGACY_DATA_KEYS):
+        return raw
+    declared = {f.name for f in dataclasses.fields(options_class(DATASETS.get(data.get("name", DataConfig.name))))}
+    for key in LEGACY_DATA_KEYS:
+        if key in data and key not in declared:
+            del data[key]
+    return raw
+
+
+SHIPPED_PREFIX = "configs"
+
+
+def shipped_configs() -> Path:
+    """The folder of the configs shipped with vireid (the package `vireid.configs`; the repo's configs/)."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("vireid.configs")))
+
+
+def resolve_config_path(path: "str | Path") -> Path:
+    """`path` if it exists; else, for `configs/<...>.yaml`, the shipped config of that name."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute() or not p.parts or p.parts[0] != SHIPPED_PREFIX:
+        return p
+    shipped = shipped_configs().joinpath(*p.parts[1:])
+    return shipped if shipped.is_file() else p
+
+
 def load_config(path: "str | Path | None" = None, overrides: Sequence[str] = ()) -> Config:
-    """Load `path` (with its `_base_` chain) and apply dotted `overrides`."""
-    raw = load_yaml_with_bases(path) if path is not None else {}
+    """Load `path` (with its `_base_` chain) and apply dotted `overrides`.
+
+    A path `configs/<dataset>/<method>.yaml` that does not exist here names the shipped config.
+    """
+    raw = load_yaml_with_bases(resolve_config_path(path)) if path is not None else {}
     return config_from_dict(apply_overrides(raw, overrides))
 
 

@@ -101,6 +101,9 @@ class Batch:
 
 
 RULES = ("sysu_location", "same_pid_same_cam", "none")
+#: Rule "sysu_location": SYSU-MM01's infrared camera 3 shares a room with visible camera 2, so a camera-3
+#: query ignores every camera-2 gallery image (query camera, ignored gallery camera).
+SYSU_SHARED_ROOM: tuple[int, int] = (3, 2)
 CMC_KINDS = ("identity", "image")
 
 
@@ -123,11 +126,36 @@ class EvalTrial:
 
 
 class VireidError(Exception):
-    """Base class of every error vireid raises on purpose; the message names the fix."""
+    """Base class of every error vireid raises on purpose; the message names the fix.
+
+    The whole family, defined here: DatasetError (LayoutError), ConfigError, CheckpointError,
+    ModalityError, EvaluationError, TrainingError (NonFiniteLossError), GalleryIndexError, ExportError.
+    The CLI prints any of them as one line and exits with code 2.
+    """
 
 
 class DatasetError(VireidError):
     """A dataset is missing, malformed or inconsistent."""
+
+
+class LayoutError(DatasetError):
+    """A dataset layout has one or more problems; `problems` holds one line per problem."""
+
+    #: How many problems the message spells out; `.problems` always holds all of them.
+    MAX_LISTED = 20
+
+    def __init__(self, layout: str, root: "str | Path", problems: list[str]) -> None:
+        self.layout = layout
+        self.root = str(root)
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            listed = "\n  ".join(self.problems[:self.MAX_LISTED])
+            more = len(self.problems) - self.MAX_LISTED
+            tail = f"\n  ... and {more} more" if more > 0 else ""
+            message = f"{len(self.problems)} problems in the {layout} layout at {self.root}:\n  {listed}{tail}"
+        super().__init__(message)
 
 
 class ConfigError(VireidError):
@@ -150,8 +178,16 @@ class TrainingError(VireidError):
     """Training cannot go on (non-finite loss, impossible batch)."""
 
 
-class IndexError_(VireidError):
+class NonFiniteLossError(TrainingError):
+    """A loss became NaN or inf; the message says where and which part."""
+
+
+class GalleryIndexError(VireidError):
     """A gallery index is damaged or was built by another model."""
+
+
+class ExportError(VireidError):
+    """A model cannot be exported, or the exported graph disagrees with PyTorch."""
 
 
 def as_path(p: "str | Path") -> Path:

@@ -3,7 +3,8 @@
 Public API:
 
 - ``decode_resized(path, height, width) -> np.ndarray``: (height, width, 3) uint8, the image converted
-  to RGB (pitfall P19) and resized to ``(width, height)`` with ``Image.Resampling.LANCZOS`` (P15).
+  to RGB (pitfall P19, docs/reference/protocols.md#p19) and resized to ``(width, height)`` with
+  ``Image.Resampling.LANCZOS`` (P15, docs/reference/protocols.md#p15).
   This is the single definition of "a dataset image's pixels"; the cache and on-the-fly decoding
   both use it, so they agree bit for bit.
 - ``ImageCache.build(samples, height, width, cache_dir, progress=True, num_threads=None)``: returns

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,38 +99,6 @@ def count_samples(samples: Iterable[Sample]) -> dict[str, Any]:
     return out
 
 
-def sysu_protocol_sizes(test: Iterable[Sample], shots: int = 10) -> dict[str, int]:
-    """Query, gallery and valid-query counts of the SYSU-MM01 protocols derived from the test images."""
-    n: dict[tuple[int, int], int] = defaultdict(int)
-    for s in test:
-        n[(s.pid, s.camid)] += 1
-    cams_of: dict[int, set[int]] = defaultdict(set)
-    for pid, cam in n:
-        cams_of[pid].add(cam)
-    all_cams, indoor_cams = (1, 2, 4, 5), (1, 2)
-    pairs_all = [k for k in n if k[1] in all_cams]
-    pairs_indoor = [k for k in n if k[1] in indoor_cams]
-    # cam3 queries skip every cam2 gallery image (same location), so only the other cameras can match.
-    valid_all = valid_indoor = 0
-    for (pid, cam), count in n.items():
-        has = cams_of[pid]
-        if cam == 3:
-            valid_all += count if has & {1, 4, 5} else 0
-            valid_indoor += count if 1 in has else 0
-        elif cam == 6:
-            valid_all += count if has & set(all_cams) else 0
-            valid_indoor += count if has & set(indoor_cams) else 0
-    q3 = sum(c for (_, cam), c in n.items() if cam == 3)
-    q6 = sum(c for (_, cam), c in n.items() if cam == 6)
-    return {
-        "query": q3 + q6, "query_cam3": q3, "query_cam6": q6,
-        "gallery_single_all": len(pairs_all), "gallery_single_indoor": len(pairs_indoor),
-        "gallery_multi_all": sum(min(shots, n[k]) for k in pairs_all),
-        "gallery_multi_indoor": sum(min(shots, n[k]) for k in pairs_indoor),
-        "valid_queries_all": valid_all, "valid_queries_indoor": valid_indoor,
-    }
-
-
 def decode_all(paths: list[str], workers: int = 0, progress: bool = True) -> list[str]:
     """Decode every image (threads, tqdm bar); one problem line per file that cannot be decoded."""
     from tqdm import tqdm
@@ -157,7 +124,7 @@ def check_dataset(
     **options: Any,
 ) -> CheckReport:
     """Load dataset `name` at `root`, count it, run the layout checks and (with decode) decode every image."""
-    from .datasets.base import load_dataset
+    from .datasets import load_dataset
 
     root = Path(root).expanduser()
     report = CheckReport(name=name, root=str(root), options=dict(options))
@@ -179,7 +146,9 @@ def check_dataset(
     report.checks.append(f"training label map: {ds.num_classes} identities, labels 0..{ds.num_classes - 1} "
                          "shared by both modalities")
     if ds.info.get("layout") == "sysu":
-        report.protocol = sysu_protocol_sizes(ds.test)
+        from ..protocols.sysu import expected_sizes
+
+        report.protocol = expected_sizes(ds.test)
         if not report.synthetic and ds.info.get("train_split") == "train+val":
             _compare_sysu_official(report)
     if ds.info.get("manifest") is not None:

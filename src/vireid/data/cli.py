@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-from ..core import ConfigError
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -30,28 +27,12 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     check.set_defaults(func=run_check)
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """KEY=VALUE strings to a dict; values are YAML scalars (trial=3 gives an int)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. --option trial=3")
-        try:
-            out[key] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key] = value
-    return out
-
-
 def run_check(args: argparse.Namespace) -> int:
     """Handler of `vireid data check`: print the report; 0 when OK, 1 when there are problems."""
+    from ..config import parse_key_values
     from .check import check_dataset
 
     report = check_dataset(args.name, args.root, decode=args.decode, workers=args.workers,
-                           progress=not args.no_progress, **parse_options(args.option))
+                           progress=not args.no_progress, **parse_key_values(args.option))
     print(report.format())
     return 0 if report.ok else 1

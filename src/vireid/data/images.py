@@ -31,7 +31,7 @@ def load_rgb(path: "str | Path") -> Image.Image:
             # load() forces the whole file to decode, so truncated JPEGs fail here rather than
             # silently yielding a grey bottom half (LOAD_TRUNCATED_IMAGES is deliberately left off).
             img.load()
-            return _to_rgb(img)
+            return to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(
             f"image {path} ({size} bytes) cannot be decoded: {exc}; the file is truncated or not an image, "
@@ -39,7 +39,7 @@ def load_rgb(path: "str | Path") -> Image.Image:
         ) from exc
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB; 16-bit and float thermal frames are scaled, not clipped, to 8 bits."""
     if img.mode == "RGB":
         return img.copy()

@@ -15,9 +15,10 @@ Public API (import from ``vireid.data.loading``):
   modalities int8 (``Modality.code``), camids int64, indices int64. Order: without CAJ, exactly the
   sampler's order; with CAJ, [visible view A block, visible view B block, infrared block], each in
   the sampler's order, so an AGW batch has labels (vis, vis, ir) and modality codes (0, 0, 1).
-- ``build_train_loader(dataset, cfg, *, cache_dir, seed, rank=0, world_size=1, progress=True)
-  -> (DataLoader, CrossModalSampler)``: the wiring. Call ``sampler.set_epoch(e)`` before iterating
-  epoch e. The sampler is seeded with ``seed + cfg.sampler.seed_offset``, augmentation with ``seed``.
+- ``build_train_loader(dataset, data, sampler, augment, *, cache_dir, seed, rank=0, world_size=1,
+  progress=True) -> (DataLoader, CrossModalSampler)``: the wiring, from the config's ``data``,
+  ``sampler`` and ``augment`` sections. Call ``sampler.set_epoch(e)`` before iterating epoch e. The
+  sampler is seeded with ``seed + sampler.seed_offset``, augmentation with ``seed``.
 - Re-exported: ``CrossModalSampler``, ``TrainItem``, ``ImageCache``, ``IMAGENET_MEAN``,
   ``IMAGENET_STD``, ``load_eval_batch``, ``to_normalized_tensor``.
 """
@@ -25,7 +26,7 @@ Public API (import from ``vireid.data.loading``):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +43,10 @@ from .transforms import (
     to_normalized_tensor,
     train_view,
 )
+
+if TYPE_CHECKING:
+    from ..config import AugmentConfig, DataConfig, SamplerConfig
+    from .datasets import ReIDDataset
 
 __all__ = [
     "ReIDTrainSet", "ReIDEvalSet", "TrainView", "TrainItem", "collate_views", "build_train_loader",
@@ -98,7 +103,7 @@ class ReIDTrainSet(Dataset):
         labels: Sequence[int],
         height: int,
         width: int,
-        augment: Any = None,
+        augment: "AugmentConfig | None" = None,
         cache: "ImageCache | None" = None,
         seed: int = 0,
     ) -> None:
@@ -110,14 +115,8 @@ class ReIDTrainSet(Dataset):
         self.camids = np.array([s.camid for s in self.samples], dtype=np.int64)
         self.height, self.width, self.seed = int(height), int(width), int(seed)
         self.augment = augment
-        self.channel_aug = bool(getattr(augment, "channel_aug", False))
+        self.channel_aug = bool(augment is not None and augment.channel_aug)
         self._source = _ImageSource(self.samples, height, width, cache)
-
-    @classmethod
-    def from_dataset(cls, dataset: Any, height: int, width: int, augment: Any = None,
-                     cache: "ImageCache | None" = None, seed: int = 0) -> "ReIDTrainSet":
-        """Training split of a ReIDDataset, labelled by its label_map."""
-        return cls(dataset.train, dataset.train_labels(), height, width, augment, cache, seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -176,8 +175,10 @@ def collate_views(items: Sequence[Sequence[TrainView]]) -> Batch:
 
 
 def build_train_loader(
-    dataset: Any,
-    cfg: Any,
+    dataset: "ReIDDataset",
+    data: "DataConfig",
+    sampler: "SamplerConfig",
+    augment: "AugmentConfig | None",
     *,
     cache_dir: "str | Path | None",
     seed: int,
@@ -185,31 +186,31 @@ def build_train_loader(
     world_size: int = 1,
     progress: bool = True,
 ) -> tuple[DataLoader, CrossModalSampler]:
-    """DataLoader of Batches over dataset.train (cfg.data/sampler/augment) and its CrossModalSampler."""
+    """DataLoader of Batches over dataset.train (the config's data/sampler/augment sections) and its sampler."""
     samples: list[Sample] = list(dataset.train)
     if not samples:
-        raise DatasetError(f"dataset {getattr(dataset, 'name', '?')!r} has no training samples; check the split")
+        raise DatasetError(f"dataset {dataset.name!r} has no training samples; check the split")
     labels = dataset.train_labels()
-    height, width = int(cfg.data.height), int(cfg.data.width)
+    height, width = int(data.height), int(data.width)
     cache = None
-    if getattr(cfg.data, "cache", True):
-        where = cache_dir or getattr(cfg.data, "cache_dir", "")
+    if data.cache:
+        where = cache_dir or data.cache_dir
         if not where:
             raise ConfigError("data.cache is on but no cache directory was given; pass cache_dir or set data.cache_dir")
         cache = ImageCache.build(samples, height, width, where, progress=progress and rank == 0)
-    train_set = ReIDTrainSet(samples, labels, height, width, augment=cfg.augment, cache=cache, seed=seed)
-    sampler = CrossModalSampler(
+    train_set = ReIDTrainSet(samples, labels, height, width, augment=augment, cache=cache, seed=seed)
+    batch_sampler = CrossModalSampler(
         labels, [s.modality for s in samples],
-        num_ids=int(cfg.sampler.num_ids), num_pos=int(cfg.sampler.num_pos), kind=str(cfg.sampler.kind),
-        seed=int(seed) + int(getattr(cfg.sampler, "seed_offset", 0)), rank=rank, world_size=world_size,
+        num_ids=int(sampler.num_ids), num_pos=int(sampler.num_pos), kind=str(sampler.kind),
+        seed=int(seed) + int(sampler.seed_offset), rank=rank, world_size=world_size,
     )
-    workers = int(getattr(cfg.data, "num_workers", 0))
+    workers = int(data.num_workers)
     loader = DataLoader(
         train_set,
-        batch_sampler=sampler,
+        batch_sampler=batch_sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
         collate_fn=collate_views,
     )
-    return loader, sampler
+    return loader, batch_sampler

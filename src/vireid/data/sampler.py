@@ -1,4 +1,5 @@
-"""CrossModalSampler: identity-balanced batches holding both modalities (specs: protocols.md 6, common.md 1.5).
+"""CrossModalSampler: identity-balanced batches holding both modalities (docs/reference/protocols.md#sec-6,
+docs/reference/methods.md#common-1-5).
 
 ``CrossModalSampler(labels, modalities, num_ids, num_pos, kind="agw", seed=0, rank=0, world_size=1)``
 is a *batch* sampler: each iteration yields one batch as a list of ``TrainItem(index, epoch,

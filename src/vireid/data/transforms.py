@@ -17,7 +17,7 @@ Public API:
 - tensor (normalised CHW, in place and returned): ``random_erasing`` (torchvision semantics),
   ``channel_random_erasing``, ``channel_exchange``, ``channel_adaptive_gray`` (CAJ, ICCV'21).
 - ``train_view(img, rng, augment, kind)``: one training view; ``kind`` is ``"plain"``,
-  ``"visible_a"``, ``"visible_b"`` or ``"infrared"`` (the CAJ views, see specs/methods/baseline.md).
+  ``"visible_a"``, ``"visible_b"`` or ``"infrared"`` (the CAJ views, see docs/reference/methods.md#baseline).
 - ``eval_image(item, height, width, cache=None) -> uint8 array`` and
   ``load_eval_batch(items, height, width, cache=None) -> Tensor (B, 3, H, W)``: evaluation
   preprocessing (decode, RGB, LANCZOS resize, normalise; no crop, no flip). Items may be Samples,
@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..core import Sample
+
+if TYPE_CHECKING:
+    from ..config import AugmentConfig
 from ..utils.seed import numpy_rng
 from .cache import ImageCache, decode_resized, resize_lanczos
 
@@ -57,14 +60,17 @@ def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
     return numpy_rng(seed, _AUGMENT_STREAM, epoch, position)
 
 
-def to_normalized_tensor(img: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> float32 (3, H, W): (img / 255 - IMAGENET_MEAN) / IMAGENET_STD."""
+def to_normalized_tensor(img: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+                         std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """(H, W, 3) uint8 -> float32 (3, H, W): (img / 255 - mean) / std (ImageNet's by default)."""
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got shape {img.shape} dtype {img.dtype}")
     if not (img.flags.c_contiguous and img.flags.writeable):  # memmap views are read-only
         img = np.array(img, order="C")
     t = torch.from_numpy(img).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
-    return t.sub_(_MEAN_T).div_(_STD_T)
+    mean_t = _MEAN_T if tuple(mean) == IMAGENET_MEAN else torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = _STD_T if tuple(std) == IMAGENET_STD else torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return t.sub_(mean_t).div_(std_t)
 
 
 # --------------------------------------------------------------------------- geometry (uint8 HWC)
@@ -92,13 +98,15 @@ def random_hflip(img: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> n
     return img[:, ::-1] if rng.random() < p else img
 
 
-def train_geometry(img: np.ndarray, rng: np.random.Generator, augment: Any) -> np.ndarray:
-    """Pad(pad, pad_fill) -> RandomCrop(H, W) -> flip; flip first when augment.resize_first (MPANet order)."""
+def train_geometry(img: np.ndarray, rng: np.random.Generator, augment: "AugmentConfig | None") -> np.ndarray:
+    """Pad(pad, pad_fill) -> RandomCrop(H, W) -> flip; flip first when augment.resize_first (MPANet order).
+
+    `augment=None` means no augmentation at all (the image is returned as it is)."""
+    if augment is None:
+        return img
     height, width = img.shape[:2]
-    amount = int(getattr(augment, "pad", 0))
-    fill = int(getattr(augment, "pad_fill", 0))
-    flip = bool(getattr(augment, "flip", True))
-    flip_first = bool(getattr(augment, "resize_first", False))
+    amount, fill = int(augment.pad), int(augment.pad_fill)
+    flip, flip_first = bool(augment.flip), bool(augment.resize_first)
     if flip and flip_first:
         img = random_hflip(img, rng)
     img = random_crop(pad(img, amount, fill), height, width, rng)
@@ -181,22 +189,26 @@ def channel_adaptive_gray(t: torch.Tensor, rng: np.random.Generator, p: float = 
 VIEW_KINDS = ("plain", "visible_a", "visible_b", "infrared")
 
 
-def train_view(img: np.ndarray, rng: np.random.Generator, augment: Any, kind: str = "plain") -> torch.Tensor:
+def train_view(img: np.ndarray, rng: np.random.Generator, augment: "AugmentConfig | None",
+               kind: str = "plain") -> torch.Tensor:
     """geometry -> normalise -> RandomErasing(augment.random_erasing) -> the CAJ ops of `kind`.
 
     plain: nothing more. visible_a: channel random erasing. visible_b: channel random erasing then
     channel exchange. infrared: channel random erasing then adaptive gray (p 0.5). The channel
-    erasing probability is augment.channel_erasing.
+    erasing probability is augment.channel_erasing. `augment=None`: the plain view, unaugmented.
     """
     if kind not in VIEW_KINDS:
         raise ValueError(f"view kind must be one of {VIEW_KINDS}, got {kind!r}")
+    if augment is None and kind != "plain":
+        raise ValueError(f"the CAJ view {kind!r} needs an AugmentConfig (its channel_erasing), got augment=None")
     t = to_normalized_tensor(train_geometry(img, rng, augment))
-    re_p = float(getattr(augment, "random_erasing", 0.0))
-    if re_p > 0:
-        t = random_erasing(t, rng, p=re_p)
+    if augment is None:
+        return t
+    if augment.random_erasing > 0:
+        t = random_erasing(t, rng, p=float(augment.random_erasing))
     if kind == "plain":
         return t
-    t = channel_random_erasing(t, rng, p=float(getattr(augment, "channel_erasing", 0.5)))
+    t = channel_random_erasing(t, rng, p=float(augment.channel_erasing))
     if kind == "visible_b":
         t = channel_exchange(t, rng)
     elif kind == "infrared":
@@ -232,12 +244,13 @@ def eval_image(item: EvalItem, height: int, width: int, cache: "ImageCache | Non
 
 
 def load_eval_batch(
-    items: "EvalItem | Sequence[EvalItem]", height: int, width: int, cache: "ImageCache | None" = None
+    items: "EvalItem | Sequence[EvalItem]", height: int, width: int, cache: "ImageCache | None" = None, *,
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
-    """Decode, LANCZOS-resize and ImageNet-normalise `items`: float32 (B, 3, height, width)."""
+    """Decode, LANCZOS-resize and normalise `items` with `mean`/`std`: float32 (B, 3, height, width)."""
     if isinstance(items, (Sample, str, os.PathLike, Image.Image)) or (isinstance(items, np.ndarray) and items.ndim <= 3):
         items = [items]
-    tensors = [to_normalized_tensor(eval_image(it, height, width, cache)) for it in items]
+    tensors = [to_normalized_tensor(eval_image(it, height, width, cache), mean, std) for it in items]
     if not tensors:
         return torch.empty((0, 3, height, width), dtype=torch.float32)
     return torch.stack(tensors)

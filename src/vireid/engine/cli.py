@@ -1,27 +1,16 @@
-"""`vireid train`, `vireid eval` and `vireid demo` (thin layers over the engine's library functions)."""
+"""`vireid train` and `vireid eval` (thin layers over the engine's library functions)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-
-def _parse_options(pairs: list[str]) -> dict:
-    import yaml
-
-    from ..core import ConfigError
-
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise ConfigError(f"--option {p!r} must look like key=value (e.g. mode=indoor)")
-        k, _, v = p.partition("=")
-        out[k.strip()] = yaml.safe_load(v)
-    return out
+from ..config import parse_key_values
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..utils.distributed import cleanup
     from .trainer import Trainer
 
     cfg = load_config(args.config, args.overrides)
@@ -29,16 +18,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress)
     trainer.fit()
     if trainer.dist.is_main:
-        print(f"trained: {out / 'checkpoints' / 'last.pt'}")
+        print(f"trained: {trainer.run.checkpoint('last')}")
+    cleanup(trainer.dist)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-
     target = Path(args.run)
-    options = _parse_options(args.option)
+    options = parse_key_values(args.option, example="--option mode=indoor")
     if target.suffix == ".npz":
-        from .evaluator import evaluate_npz
+        from .evaluate import evaluate_npz
 
         if not args.protocol:
             from ..core import ConfigError
@@ -48,33 +37,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                distance=args.distance or "cosine", rerank=args.rerank)
         print(results.format_table())
         return 0
-    from .distributed import init_distributed, resolve_device
-    from .evaluate import evaluate_method, load_trained
+    from ..config import options_dict
+    from ..inference import load_trained
+    from ..utils.distributed import cleanup, init_distributed, resolve_device
+    from .evaluate import evaluate_method
 
     dist = init_distributed(args.device)
     device = resolve_device(args.device, dist)
     cfg, method, ck = load_trained(target, args.checkpoint, device)
     out_dir = Path(args.out) if args.out else target if target.is_dir() else ck.parent
-    results = evaluate_method(method, cfg, protocol=args.protocol, options=options if args.protocol else None,
+    if not args.protocol:  # the run's protocol: --option changes its configured options
+        options = {**options_dict(cfg.eval.options), **options}
+    results = evaluate_method(method, cfg, protocol=args.protocol, options=options,
                               root=args.data_root, out_dir=out_dir if dist.is_main else None, device=device,
                               dist=dist, flip=True if args.flip else None, rerank=True if args.rerank else None,
                               meta={"checkpoint": str(ck)})
     if dist.is_main:
         print(f"checkpoint: {ck}")
         print(results.format_table())
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    run_demo(Path(args.out), data_root=Path(args.data), epochs=args.epochs, ids=args.ids,
-             progress=not args.no_progress)
+    cleanup(dist)
     return 0
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    """Add train, eval and demo."""
+    """Add train and eval."""
     p = sub.add_parser("train", help="train a method from a config file",
                        description="Train a method. Any config key can be overridden as key.sub=value.")
     p.add_argument("config", help="YAML config (configs/...)")
@@ -97,12 +83,3 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="where results.json goes (default: the run directory)")
     p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("demo", help="synthesise data, train the baseline on the CPU, evaluate, write a report")
-    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--data", default="data/synthetic-sysu", help="synthetic SYSU-layout set (made if missing)")
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    p.add_argument("--ids", type=int, default=None, help="identities of the synthetic set if it is generated")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_demo)
-

@@ -16,6 +16,7 @@ import torch
 from ..core import ConfigError, EvalTrial, EvaluationError, Modality, Sample, VireidError
 from ..metrics.ranking import rank_queries, summarize
 from ..metrics.rerank import k_reciprocal_rerank
+from ..runs.run_dir import RunDir
 from .results import RERANK_SUFFIX, EvalResults, FeatureResult, ProtocolResult, TrialResult
 
 DISTANCES = ("cosine", "euclidean")
@@ -83,10 +84,9 @@ class Evaluator:
                     metrics = self._score_reranked(q, g, ids, trial)
                     _feature(entry, kind, True).trials.append(TrialResult.from_metrics(trial.name, metrics))
         if out_dir is not None:
-            from ..protocols.common import write_trial_lists
-
-            write_trial_lists(self.trials, out_dir)
-            results.save(Path(out_dir) / "results.json")
+            run = RunDir(out_dir)
+            run.write_trial_lists(self.trials)
+            results.save(run.results)
         return results
 
     # ------------------------------------------------------------------ internals
@@ -210,86 +210,3 @@ def _trial_ids(trial: EvalTrial) -> dict[str, np.ndarray]:
 def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances, clamped at 0 against rounding."""
     return (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp(min=0)
-
-
-# ---------------------------------------------------------------------- saved feature files
-
-NPZ_KEYS = ("pids", "camids", "modalities", "paths")
-
-
-def evaluate_npz(npz_path: "str | Path", protocol: str, options: "dict | None" = None,
-                 out_dir: "str | Path | None" = None, **evaluator_kwargs: Any) -> EvalResults:
-    """Evaluate a saved feature file under `protocol` ("sysu", "regdb", "llcm") with its options.
-
-    The .npz holds `features` (N, D) or `features_<kind>` per kind, and `pids`, `camids`,
-    `modalities` (0 visible / 1 infrared, or names such as "visible", "ir"), `paths` (unique), one
-    entry per row: the test set. The protocol builds its trials from these samples (SYSU official
-    galleries need options rand_perm_path=... or root=<dataset root>); features are looked up by
-    path. `evaluator_kwargs` go to Evaluator (features, distance, rerank, rerank_params, max_rank,
-    meta); by default every kind in the file is scored. With `out_dir`, writes results.json and the
-    gallery lists there.
-    """
-    from ..protocols import protocol_from_samples
-
-    path = Path(npz_path).expanduser()
-    if not path.is_file():
-        raise EvaluationError(f"feature file {path} does not exist")
-    try:
-        data = np.load(path, allow_pickle=False)
-        arrays = {k: data[k] for k in data.files}
-    except ValueError as exc:
-        raise EvaluationError(f"{path}: cannot read ({exc}); save strings as unicode arrays (np.array(list_of_str)) "
-                              "rather than object arrays") from None
-    except Exception as exc:
-        raise EvaluationError(f"{path}: not a readable .npz file ({exc})") from None
-    for key in NPZ_KEYS:
-        if key not in arrays:
-            raise EvaluationError(f"{path}: missing array {key!r} (has: {', '.join(sorted(arrays))}); a feature file "
-                                  f"needs features (or features_<kind>), {', '.join(NPZ_KEYS)}")
-    kinds = {k[len("features_"):]: v for k, v in arrays.items() if k.startswith("features_")}
-    if "features" in arrays:
-        kinds.setdefault("features", arrays["features"])
-    if not kinds:
-        raise EvaluationError(f"{path}: missing array 'features' (or 'features_<kind>', e.g. features_bn); "
-                              f"has: {', '.join(sorted(arrays))}")
-    samples = _npz_samples(path, arrays)
-    n = len(samples)
-    for kind, arr in kinds.items():
-        if arr.ndim != 2 or arr.shape[0] != n:
-            raise EvaluationError(f"{path}: features {kind!r} has shape {arr.shape}, expected ({n}, D) to match "
-                                  f"the {n} paths")
-    opts = dict(options or {})
-    root = opts.pop("root", None)
-    proto = protocol_from_samples(protocol, samples, root=root, **opts)
-    trials = list(proto.trials())
-    row = {s: i for i, s in enumerate(samples)}
-
-    def extract(batch: list[Sample]) -> dict[str, np.ndarray]:
-        idx = np.array([row[s] for s in batch], dtype=np.int64)
-        return {k: v[idx] for k, v in kinds.items()}
-
-    kwargs = dict(evaluator_kwargs)
-    kwargs.setdefault("features", tuple(kinds))
-    meta = {**proto.describe(), "features_file": str(path), **dict(kwargs.pop("meta", None) or {})}
-    return Evaluator(trials, meta=meta, **kwargs).run(extract, out_dir=out_dir)
-
-
-def _npz_samples(path: Path, arrays: dict[str, np.ndarray]) -> list[Sample]:
-    pids, cams, mods, paths = (arrays[k] for k in NPZ_KEYS)
-    n = len(paths)
-    for key, arr in (("pids", pids), ("camids", cams), ("modalities", mods)):
-        if arr.ndim != 1 or len(arr) != n:
-            raise EvaluationError(f"{path}: {key!r} has shape {arr.shape}, expected ({n},) like 'paths'")
-    if len(set(map(str, paths))) != n:
-        raise EvaluationError(f"{path}: 'paths' must be unique (features are looked up by path)")
-    out = []
-    for p, pid, cam, mod in zip(paths, pids, cams, mods):
-        try:
-            if np.issubdtype(np.asarray(mod).dtype, np.number) or str(mod).strip() in ("0", "1"):
-                modality = Modality.from_code(int(mod))
-            else:
-                modality = Modality.parse(str(mod))
-        except (ValueError, VireidError) as exc:
-            raise EvaluationError(f"{path}: bad entry in 'modalities' for {p}: {exc}") from None
-        out.append(Sample(str(p), int(pid), int(cam), modality))
-    return out

@@ -7,12 +7,10 @@ from typing import Mapping
 
 import torch
 
-from ..core import TrainingError
+from ..core import NonFiniteLossError, TrainingError
 from ..methods.base import OptimizerEntry
 
-
-class NonFiniteLossError(TrainingError):
-    """A loss became NaN or inf; carries where and which part."""
+__all__ = ["NonFiniteLossError", "TrainStepper", "autocast", "resolve_amp"]
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:

@@ -1,34 +1,26 @@
-"""The Trainer: epochs, AMP, DDP via torchrun, atomic checkpoints, exact resume, NaN guard, logs."""
+"""The Trainer: epochs, AMP, DDP via torchrun, atomic checkpoints, exact resume, NaN guard, logs, callbacks."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
+import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
-from ..config import Config, config_to_dict
-from ..core import CheckpointError, ConfigError, DatasetError, TrainingError
+from ..config import Config, check_eval_options, config_to_dict, options_dict
+from ..core import CheckpointError, ConfigError, DatasetError, NonFiniteLossError, TrainingError
 from ..data.datasets import ReIDDataset, load_dataset
+from ..data.loading import build_train_loader
 from ..methods import Method, build_method
+from ..runs import MetricsLog, RunDir, load_model_state, read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..utils import distributed as D
 from ..utils.seed import seed_everything
-from . import distributed as D
-from .checkpoint import find_checkpoint, load_model_state, read_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .run_dir import MetricsLog, write_run_files
-from .stepper import NonFiniteLossError, TrainStepper, autocast, resolve_amp
+from .callbacks import Callback
+from .stepper import TrainStepper, autocast, resolve_amp
 
-
-def dataset_options(cfg: Config) -> dict[str, Any]:
-    """Reader options implied by the data config."""
-    if cfg.data.name == "sysu":
-        return {"train_split": cfg.data.train_split}
-    if cfg.data.name == "regdb":
-        return {"trial": cfg.data.trial}
-    return {}
+log = logging.getLogger(__name__)
 
 
 def ensure_dataset(cfg: Config, progress: bool = True) -> ReIDDataset:
@@ -45,29 +37,47 @@ def ensure_dataset(cfg: Config, progress: bool = True) -> ReIDDataset:
                 hint = f" Make it with: vireid synth --layout {cfg.data.name} --out {root}"
             raise DatasetError(f"dataset root {root} does not exist (data.name={cfg.data.name}).{hint} "
                                "Or point data.root=DIR at your copy.")
-    return load_dataset(cfg.data.name, root, **dataset_options(cfg))
+    return load_dataset(cfg.data.name, root, **options_dict(cfg.data.options))
 
 
 class Trainer:
-    """Trains `cfg.method` on `cfg.data`, writing everything into `run_dir`."""
+    """Trains `cfg.method` on `cfg.data`, writing everything into the run directory.
 
-    def __init__(self, cfg: Config, run_dir: "str | Path", *, resume: str | None = None, progress: bool | None = None,
-                 dataset: ReIDDataset | None = None) -> None:
+    Args:
+        cfg: the resolved config (`vireid.config.load_config`).
+        run_dir: the run directory (a `RunDir` or a path); refused when it already holds a trained run
+            unless `resume` is given.
+        resume: "auto" (the run's last checkpoint) or a checkpoint path.
+        progress: progress bars and epoch lines (default: cfg.train.progress).
+        dataset: an already loaded dataset (default: read cfg.data, synthesising it when configured).
+        callbacks: objects observing training (see `engine.callbacks.Callback`).
+
+    Examples::
+
+        cfg = load_config("configs/synthetic/baseline.yaml", ["train.epochs=2"])
+        method = Trainer(cfg, "runs/quick").fit()
+    """
+
+    def __init__(self, cfg: Config, run_dir: "str | Path | RunDir", *, resume: str | None = None,
+                 progress: bool | None = None, dataset: ReIDDataset | None = None,
+                 callbacks: Sequence[Callback] = ()) -> None:
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.run_dir = self.run.path
         self.resume = resume
         self.progress = cfg.train.progress if progress is None else progress
+        self.callbacks = list(callbacks)
         self.dist = D.init_distributed(cfg.train.device)
         self.device = D.resolve_device(cfg.train.device, self.dist)
         self._dataset = dataset
-        ck = self.run_dir / "checkpoints" / "last.pt"
-        if resume is None and ck.exists():
-            raise TrainingError(f"{self.run_dir} already holds a trained run ({ck}); pass --resume auto to continue it, "
-                                "or choose another --out")
+        if resume is None and self.run.is_trained:
+            raise TrainingError(f"{self.run_dir} already holds a trained run ({self.run.checkpoint('last')}); pass "
+                                "--resume auto to continue it, or choose another --out")
 
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
         cfg = self.cfg
+        check_eval_options(cfg)  # a wrong eval option fails now, not after training
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         self.dataset = self._dataset or ensure_dataset(cfg, self.progress and self.dist.is_main)
         self.method: Method = build_method(cfg, self.dataset.num_classes).to(self.device)
@@ -80,11 +90,9 @@ class Trainer:
             scaler = torch.amp.GradScaler("cuda")
         self.stepper = TrainStepper(self.optimizers, scaler=scaler, grad_clip=cfg.train.grad_clip,
                                     distributed=self.dist.initialized)
-        from ..data.loading import build_train_loader
-
-        cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run_dir.parent / ".cache"
+        cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run.default_cache
         self.loader, self.sampler = build_train_loader(
-            self.dataset, cfg, cache_dir=cache_dir, seed=cfg.train.seed, rank=self.dist.rank,
+            self.dataset, cfg.data, cfg.sampler, cfg.augment, cache_dir=cache_dir, seed=cfg.train.seed, rank=self.dist.rank,
             world_size=self.dist.world_size, progress=self.progress and self.dist.is_main)
 
     def _state(self, epoch: int, best: float | None) -> dict[str, Any]:
@@ -121,13 +129,6 @@ class Trainer:
         set_rng_state(data["rng"])
         return int(data["epoch"]) + 1, data.get("best")
 
-    def _truncate_metrics(self, upto_epoch: int) -> None:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("epoch", -1) <= upto_epoch]
-        path.write_text("".join(ln + "\n" for ln in keep))
-
     # ------------------------------------------------------------------ loop
     def fit(self) -> Method:
         """Train for `cfg.train.epochs` (or the remainder when resuming); returns the trained method."""
@@ -135,41 +136,40 @@ class Trainer:
         cfg = self.cfg
         start_epoch, best = 0, None
         if self.resume:
-            path = find_checkpoint(self.run_dir, "last" if self.resume == "auto" else self.resume)
+            path = self.run.find_checkpoint("last" if self.resume == "auto" else self.resume)
             start_epoch, best = self._restore(path)
             if self.dist.is_main:
-                self._truncate_metrics(start_epoch - 1)
+                self.run.truncate_metrics(start_epoch - 1)
         if self.dist.is_main:
-            write_run_files(self.run_dir, cfg)
-        log = MetricsLog(self.run_dir) if self.dist.is_main else None
-        kill_after = os.environ.get("VIREID_TEST_KILL_AFTER_EPOCH")  # test hook: simulate a crash after a checkpoint
+            self.run.write_run_files(cfg)
+        metrics = MetricsLog(self.run) if self.dist.is_main else None
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
         try:
             for epoch in range(start_epoch, cfg.train.epochs):
-                self._run_epoch(epoch, log)
+                self._run_epoch(epoch, metrics)
                 for _, sched in self.optimizers.values():
                     if sched is not None:
                         sched.step()
                 if self.dist.initialized:
                     D.average_buffers(self.method)
-                best = self._end_of_epoch(epoch, best, log)
-                if kill_after is not None and int(kill_after) == epoch and self.dist.is_main:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                best = self._end_of_epoch(epoch, best, metrics)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, epoch, dict(self.last_epoch_summary))
         except NonFiniteLossError as exc:
-            last = self.run_dir / "checkpoints" / "last.pt"
+            last = self.run.checkpoint("last")
             where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
             raise TrainingError(f"{exc}; training stopped, {where}. Lower the learning rate, set train.grad_clip, "
                                 "or turn off train.amp.") from None
         finally:
-            if log is not None:
-                log.close()
-        dump = os.environ.get("VIREID_TEST_DUMP_RANK_STATE")  # test hook: each rank's final weights
-        if dump:
-            Path(dump).mkdir(parents=True, exist_ok=True)
-            torch.save(self.method.state_dict(), Path(dump) / f"rank{self.dist.rank}.pt")
+            if metrics is not None:
+                metrics.close()
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
         D.barrier(self.dist)
         return self.method
 
-    def _run_epoch(self, epoch: int, log: MetricsLog | None) -> None:
+    def _run_epoch(self, epoch: int, metrics: MetricsLog | None) -> None:
         cfg = self.cfg
         self.sampler.set_epoch(epoch)
         self.method.train()
@@ -200,8 +200,8 @@ class Trainer:
                 bar.update(1)
                 rate = images / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix({**{k: f"{v:.3f}" for k, v in list(scalars.items())[:4]}, "img/s": f"{rate:.0f}"})
-            if log is not None and cfg.train.log_every and self.stepper.global_step % cfg.train.log_every == 0:
-                log.log({"kind": "train", "epoch": epoch, "step": self.stepper.global_step,
+            if metrics is not None and cfg.train.log_every and self.stepper.global_step % cfg.train.log_every == 0:
+                metrics.log({"kind": "train", "epoch": epoch, "step": self.stepper.global_step,
                          **{k: float(v) for k, v in scalars.items()}}, self.stepper.global_step)
         if bar is not None:
             bar.close()
@@ -211,45 +211,45 @@ class Trainer:
         self.last_epoch_summary = {"kind": "epoch", "epoch": epoch, "step": self.stepper.global_step,
                                    **{k: v / steps for k, v in sums.items()}, **lrs,
                                    "images_per_s": images / max(seconds, 1e-9), "seconds": seconds}
-        if log is not None:
-            log.log(self.last_epoch_summary, self.stepper.global_step)
-            extra = self.method.epoch_summary() if hasattr(self.method, "epoch_summary") else {}
+        if metrics is not None:
+            metrics.log(self.last_epoch_summary, self.stepper.global_step)
+            extra = self.method.epoch_summary()
             if extra:
-                log.log({"kind": "method", "epoch": epoch, "step": self.stepper.global_step, **extra},
-                        self.stepper.global_step)
+                metrics.log({"kind": "method", "epoch": epoch, "step": self.stepper.global_step, **extra},
+                            self.stepper.global_step)
             if self.progress:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in self.last_epoch_summary.items()
                                   if k not in ("kind", "epoch", "step", "seconds"))
-                print(f"epoch {epoch + 1}/{self.cfg.train.epochs}: {shown} ({seconds:.1f}s)", flush=True)
+                log.info("epoch %d/%d: %s (%.1fs)", epoch + 1, self.cfg.train.epochs, shown, seconds)
 
-    def _end_of_epoch(self, epoch: int, best: float | None, log: MetricsLog | None) -> float | None:
+    def _end_of_epoch(self, epoch: int, best: float | None, metrics: MetricsLog | None) -> float | None:
         cfg = self.cfg
         score = None
         if cfg.train.select_best == "val" and cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0:
-            score = self._validate(epoch, log)
+            score = self._validate(epoch, metrics)
         if not self.dist.is_main:
             return best if score is None else max(best or -1.0, score)
-        ckdir = self.run_dir / "checkpoints"
         improved = score is not None and (best is None or score > best)
         new_best = score if improved else best
         state = self._state(epoch, new_best)
-        save_checkpoint(ckdir / "last.pt", state)
+        save_checkpoint(self.run.checkpoint("last"), state)
         if cfg.train.checkpoint_every and (epoch + 1) % cfg.train.checkpoint_every == 0:
-            save_checkpoint(ckdir / f"epoch_{epoch + 1:04d}.pt", state)
+            save_checkpoint(self.run.checkpoint(epoch + 1), state)
         if improved:
-            save_checkpoint(ckdir / "best.pt", state)
+            save_checkpoint(self.run.checkpoint("best"), state)
         return new_best
 
-    def _validate(self, epoch: int, log: MetricsLog | None) -> float:
+    def _validate(self, epoch: int, metrics: MetricsLog | None) -> float:
         """Rank-1 of the bn feature on the held-out validation identities (infrared query, visible gallery)."""
-        from .evaluate import validation_trial, run_trials
+        from .evaluate import run_trials, validation_trial
 
         if not self.dataset.val:
-            raise ConfigError("train.select_best=val needs validation identities: set data.train_split=train (SYSU)")
+            raise ConfigError("train.select_best=val needs validation identities: set data.train_split=train (the "
+                              "sysu reader's option), or use a dataset with a validation split")
         results = run_trials(self.method, self.cfg, [validation_trial(self.dataset.val)], self.device, self.dist,
                              features=("bn",), progress=False)
         r1 = float(results["bn"]["rank1"])
-        if log is not None:
-            log.log({"kind": "val", "epoch": epoch, "step": self.stepper.global_step, "rank1": r1},
-                    self.stepper.global_step)
+        if metrics is not None:
+            metrics.log({"kind": "val", "epoch": epoch, "step": self.stepper.global_step, "rank1": r1},
+                        self.stepper.global_step)
         return r1

@@ -1,8 +1,8 @@
-"""cmGAN's objectives (specs/methods/cmgan.md 6.3): generator loss, modality discriminator CE, alternation.
+"""cmGAN's objectives (docs/reference/methods.md#cmgan-6-3): generator loss, modality discriminator CE, alternation.
 
 The three objectives take loss values (tensors or floats) so the sign conventions can be checked
-on plain numbers (spec 6.8.1): with l_gen = 2.0, l_dis = 0.6, gamma = 0.05, eta = 1 the G-step total
-is 1.97, the literal D-step total -1.97 and the split D-step objective 0.03.
+on plain numbers (docs/reference/methods.md#cmgan-6-8-1): with l_gen = 2.0, l_dis = 0.6, gamma = 0.05, eta = 1
+the G-step total is 1.97, the literal D-step total -1.97 and the split D-step objective 0.03.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LbA's losses (specs/methods/lba.md 5.2-5.3): ID consistency, dense triplet and the total objective."""
+"""LbA's losses (docs/reference/methods.md#lba-5-2, #lba-5-3): ID consistency, dense triplet and the total objective."""
 
 from __future__ import annotations
 

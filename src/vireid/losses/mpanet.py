@@ -1,4 +1,4 @@
-"""MPANet's losses (specs/methods/mpanet.md section 4.2): separation, center cluster, mutual-mean KL.
+"""MPANet's losses (docs/reference/methods.md#mpanet-4-2): separation, center cluster, mutual-mean KL.
 
 All run in float32 inside autocast regions. Each docstring states the formula; where the official
 code and the paper disagree, the code's formula is the default and the paper's is an option.

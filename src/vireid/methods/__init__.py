@@ -1,20 +1,14 @@
-"""VI-ReID methods, registered by name: baseline (AGW/CAJ), mpanet, lba, cmgan, ..."""
+"""VI-ReID methods, registered by name in `registry.METHODS`: baseline (AGW/CAJ), mpanet, lba, cmgan."""
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
 
 from ..registry import METHODS, register_method
-from .base import Method, MethodOptions, Stepper
+from .base import InferenceSpec, Method, MethodOptions, Stepper
 
-_BUILTIN = ("baseline", "mpanet", "lba", "cmgan")
-
-for _name in _BUILTIN:
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as exc:  # a method module not written yet
-        if exc.name != f"{__name__}.{_name}":
-            raise
+if TYPE_CHECKING:
+    from ..config import Config
 
 
 def available_methods() -> list[str]:
@@ -22,9 +16,16 @@ def available_methods() -> list[str]:
     return METHODS.names()
 
 
-def build_method(cfg, num_classes: int) -> Method:
-    """Instantiate the method named by `cfg.method.name`."""
-    return METHODS.get(cfg.method.name)(cfg, num_classes)
+def build_method(cfg: "Config", num_classes: int, *, pretrained: bool = True) -> Method:
+    """Construct the method named by `cfg.method.name`, then (with `pretrained`) load `cfg.model.pretrained`.
+
+    Construction reads no file; pass pretrained=False when a checkpoint's weights follow anyway.
+    """
+    method = METHODS.get(cfg.method.name)(cfg, num_classes)
+    if pretrained:
+        method.load_pretrained()
+    return method
 
 
-__all__ = ["Method", "MethodOptions", "Stepper", "available_methods", "build_method", "register_method"]
+__all__ = ["InferenceSpec", "Method", "MethodOptions", "Stepper", "available_methods", "build_method",
+           "register_method"]

@@ -1,4 +1,10 @@
-"""The Method contract every VI-ReID method implements, and the Stepper the trainer hands in."""
+"""The Method contract every VI-ReID method implements, and the Stepper the trainer hands in.
+
+A method declares everything the engine and the inference path ask of it: its options (`Options`),
+its optimizers, the hooks the trainer calls (each with a no-op default here), and what it needs at
+test time (`inference_spec`: input channels and normalisation, modality-specific parts, its reported
+feature). Callers never probe with `hasattr` and never assume 3-channel ImageNet input.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,11 @@ import torch
 from torch import nn
 
 from ..core import Batch, Modality
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..models.backbone import ModalitySpecific, ResNetBackbone
+from ..models.pretrained import PretrainedReport, load_pretrained
+from ..optim import build_optimizer, build_scheduler
+from ..utils.tensors import modality_codes
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -40,6 +51,23 @@ class Stepper(Protocol):
 OptimizerEntry = tuple[torch.optim.Optimizer, Any]  # (optimizer, per-epoch LR scheduler or None)
 
 
+@dataclass(frozen=True)
+class InferenceSpec:
+    """What a method needs at test time; `vireid.inference` prepares images by it and nothing else.
+
+    `channels`, `mean`, `std`: the image tensor `embed` takes, (x / 255 - mean) / std per channel of
+    the RGB image (a method whose network wants other input, e.g. an image translated first, does that
+    inside `embed`). `modality_specific`: `embed` depends on the modality (two stems): an exported graph
+    runs one branch per modality and picks each row's. `feature`: the reported test-time feature.
+    """
+
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    modality_specific: bool = False
+    feature: str = "bn"
+
+
 class Method(nn.Module):
     """A VI-ReID method: builds its network, trains one batch at a time, embeds images.
 
@@ -54,11 +82,21 @@ class Method(nn.Module):
         self.cfg = cfg
         self.num_classes = int(num_classes)
 
+    # ---- weights
+    def load_pretrained(self) -> list[PretrainedReport]:
+        """Load `cfg.model.pretrained` (none | imagenet | a state-dict path) into every ResNet backbone.
+
+        Called once by `build_method(..., pretrained=True)` after construction, never by a constructor:
+        a model rebuilt to receive a checkpoint reads no other weights file.
+        """
+        spec = self.cfg.model.pretrained
+        if not spec or spec == "none":
+            return []
+        return [load_pretrained(m, spec) for m in self.modules() if isinstance(m, ResNetBackbone)]
+
     # ---- training
     def optimizers(self) -> dict[str, OptimizerEntry]:
         """Named (optimizer, scheduler) pairs; default: one "main" from cfg.optim and its schedule."""
-        from ..engine.optim import build_optimizer, build_scheduler
-
         opt = build_optimizer(self.param_groups(), self.cfg.optim)
         return {"main": (opt, build_scheduler(opt, self.cfg.optim))}
 
@@ -78,8 +116,17 @@ class Method(nn.Module):
         """Compute the losses of one batch, call `step(loss, name)`, return scalars to log."""
         raise NotImplementedError
 
+    # ---- hooks the trainer calls (no-op defaults)
     def on_epoch_start(self, epoch: int) -> None:
-        """Hook for per-epoch state (EMA factors, alternation counters)."""
+        """Called before the first step of 0-based `epoch` (set EMA factors, reset per-epoch counters)."""
+
+    def epoch_summary(self) -> dict[str, float]:
+        """Called after the last step of an epoch; the scalars returned are logged as a "method" record."""
+        return {}
+
+    def image_translations(self, images: torch.Tensor, modality: "Modality | torch.Tensor") -> dict[str, torch.Tensor]:
+        """Images a generative method makes from `images` (e.g. {"to_infrared": ...}), for reports; none by default."""
+        return {}
 
     # ---- inference
     @torch.no_grad()
@@ -91,19 +138,10 @@ class Method(nn.Module):
         """The dimension of each feature kind `embed` returns."""
         raise NotImplementedError
 
-    @property
-    def input_channels(self) -> int:
-        """Channels the network expects (3, or 4 for D2RL)."""
-        return int(self.cfg.model.in_channels)
+    def inference_spec(self) -> InferenceSpec:
+        """What `embed` needs: by default RGB with ImageNet normalisation, the "bn" feature, and
+        modality-specific when some module keeps one copy per modality."""
+        return InferenceSpec(modality_specific=any(isinstance(m, ModalitySpecific) for m in self.modules()))
 
 
-def modality_codes(modality: "Modality | torch.Tensor", n: int, device: torch.device) -> torch.Tensor:
-    """A (n,) int8 tensor of modality codes from a Modality or a per-image tensor."""
-    if isinstance(modality, Modality):
-        return torch.full((n,), modality.code, dtype=torch.int8, device=device)
-    if isinstance(modality, str):
-        return torch.full((n,), Modality.parse(modality).code, dtype=torch.int8, device=device)
-    codes = torch.as_tensor(modality, device=device).to(torch.int8).reshape(-1)
-    if codes.numel() != n:
-        raise ValueError(f"got {codes.numel()} modality codes for {n} images")
-    return codes
+__all__ = ["InferenceSpec", "Method", "MethodOptions", "OptimizerEntry", "Stepper", "modality_codes"]

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Batch, ConfigError, Modality
+from ..losses import batch_hard_triplet, caj_triplet, cross_entropy, weighted_regularized_triplet
+from ..models import BNNeck, Classifier, ResNetBackbone, build_pooling
 from ..registry import register_method
 from .base import Method, MethodOptions, Stepper, modality_codes
 
@@ -35,8 +37,6 @@ class Baseline(Method):
 
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__(cfg, num_classes)
-        from ..models import BNNeck, Classifier, ResNetBackbone, build_pooling
-
         opts: BaselineOptions = cfg.method
         if opts.variant not in VARIANTS:
             raise ConfigError(f"method.variant must be one of {VARIANTS}, got {opts.variant!r}")
@@ -56,8 +56,6 @@ class Baseline(Method):
         return pooled, self.neck(pooled)
 
     def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
-        from ..losses import batch_hard_triplet, caj_triplet, cross_entropy, weighted_regularized_triplet
-
         opts: BaselineOptions = self.cfg.method
         pooled, feat = self(batch.images, batch.modalities)
         logits = self.classifier(feat)

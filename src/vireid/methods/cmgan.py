@@ -27,8 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Batch, ConfigError, Modality, TrainingError
+from ..losses import cross_entropy, cross_modality_triplet
+from ..losses.cmgan import (generator_loss, generator_objective, literal_discriminator_objective, modality_accuracy,
+                           modality_cross_entropy, split_discriminator_objective)
+from ..models import ResNetBackbone, build_pooling
 from ..models.discriminator import ACTIVATIONS as ID_ACTIVATIONS
+from ..models.discriminator import IdHead, ModalityDiscriminator
+from ..optim import build_optimizer, build_scheduler
 from ..registry import register_method
+from ..utils.seed import numpy_rng
 from .base import Method, MethodOptions, OptimizerEntry, Stepper, modality_codes
 
 MODES = ("split", "literal")
@@ -101,9 +108,6 @@ class CmGAN(Method):
 
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__(cfg, num_classes)
-        from ..models import ResNetBackbone, build_pooling
-        from ..models.discriminator import IdHead, ModalityDiscriminator
-
         opts: CmGANOptions = cfg.method
         _validate(opts)
         self.backbone = ResNetBackbone.from_config(cfg.model)
@@ -134,8 +138,6 @@ class CmGAN(Method):
 
     def optimizers(self) -> dict[str, OptimizerEntry]:
         """split: {"gen": lr = optim.lr, "disc": lr = method.disc_lr}; literal: {"main"} over all parameters."""
-        from ..engine.optim import build_optimizer, build_scheduler
-
         opts: CmGANOptions = self.cfg.method
         disc_params = list(self.discriminator.parameters())
         if opts.mode == "literal":
@@ -173,16 +175,11 @@ class CmGAN(Method):
         """For mining=random: a generator seeded by (train.seed, global step), so a resumed run draws the same triplets."""
         if self.cfg.method.mining != "random":
             return None
-        from ..utils.seed import numpy_rng
-
         seed = int(numpy_rng(self.cfg.train.seed, 7, int(step.global_step)).integers(2**62))
         return torch.Generator().manual_seed(seed)
 
     def _generator_terms(self, batch: Batch, step: Stepper) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """GAP features and the generator's losses: triplet, ide, gen = alpha * triplet + beta * ide."""
-        from ..losses import cross_entropy, cross_modality_triplet
-        from ..losses.cmgan import generator_loss
-
         opts: CmGANOptions = self.cfg.method
         feat, _, logits = self(batch.images, batch.modalities)
         # mean CE over the mixed batch = half the paper's sum of per-modality means when the halves are equal,
@@ -197,9 +194,6 @@ class CmGAN(Method):
 
     def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
         """One G-step or D-step (spec 6.3 alternation); returns the same scalar keys on every step."""
-        from ..losses.cmgan import (generator_objective, literal_discriminator_objective, modality_accuracy,
-                                    modality_cross_entropy, split_discriminator_objective)
-
         opts: CmGANOptions = self.cfg.method
         self._check_batch(batch)
         counter = step.global_step if opts.alternate_over == "iterations" else step.epoch

@@ -14,6 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Batch, ConfigError, Modality
+from ..losses import batch_hard_triplet, cross_entropy
+from ..losses.lba import DT_REDUCTIONS, dense_triplet, id_consistency, lba_objective
+from ..models import BNNeck, Classifier, ResNetBackbone, build_pooling
+from ..models.cmalign import CMAlign, Pairs, cross_modal_pairs
 from ..registry import register_method
 from .base import Method, MethodOptions, Stepper, modality_codes
 
@@ -44,10 +48,6 @@ class LbA(Method):
 
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__(cfg, num_classes)
-        from ..losses.lba import DT_REDUCTIONS
-        from ..models import BNNeck, Classifier, ResNetBackbone, build_pooling
-        from ..models.cmalign import CMAlign
-
         opts: LbAOptions = cfg.method
         unknown = [s for s in opts.align_stages if s not in ALIGN_STAGES]
         if unknown or len(set(opts.align_stages)) != len(opts.align_stages):
@@ -74,10 +74,6 @@ class LbA(Method):
 
     # ---- training
     def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
-        from ..losses import batch_hard_triplet, cross_entropy
-        from ..losses.lba import dense_triplet, id_consistency, lba_objective
-        from ..models.cmalign import cross_modal_pairs
-
         opts: LbAOptions = self.cfg.method
         labels, codes = batch.labels, batch.modalities
         # stage order fixed (layer3, layer4): it fixes the generator draws and, as in the official code,
@@ -139,8 +135,6 @@ class LbA(Method):
         position, row-major over (H, W)), mask_anchor and mask_target (N, 1, H, W) person masks,
         coattention (N, 1, H, W), and the map size as "size" = tensor([H, W]).
         """
-        from ..models.cmalign import Pairs
-
         if stage not in ALIGN_STAGES:
             raise ValueError(f"stage must be one of {ALIGN_STAGES}, got {stage!r}")
         if img_visible.shape != img_infrared.shape:

@@ -15,6 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Batch, ConfigError, Modality, TrainingError
+from ..losses import cross_entropy
+from ..losses.mpanet import center_cluster_terms, mutual_mean_kl, separation_loss
+from ..models import BNNeck, Classifier, ResNetBackbone
+from ..models.backbone import STAGES
+from ..models.mpanet_modules import MAM, PAM
 from ..registry import register_method
 from .base import Method, MethodOptions, Stepper, modality_codes
 
@@ -63,10 +68,6 @@ class MPANet(Method):
 
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__(cfg, num_classes)
-        from ..models import BNNeck, Classifier, ResNetBackbone
-        from ..models.backbone import STAGES
-        from ..models.mpanet_modules import MAM, PAM
-
         opts: MPANetOptions = cfg.method
         if opts.faithful_to not in FAITHFUL_TO:
             raise ConfigError(f"method.faithful_to must be one of {FAITHFUL_TO}, got {opts.faithful_to!r}")
@@ -122,8 +123,6 @@ class MPANet(Method):
     # ---- network
     def feature_map(self, images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """images -> layer4 map, with a MAM after each stage named in method.mam_stages."""
-        from ..models.backbone import STAGES
-
         x = images
         for stage in STAGES:
             x = self.backbone.run_stages(x, codes, stage, stage)
@@ -151,9 +150,6 @@ class MPANet(Method):
 
     # ---- training
     def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
-        from ..losses import cross_entropy
-        from ..losses.mpanet import center_cluster_terms, mutual_mean_kl, separation_loss
-
         opts: MPANetOptions = self.cfg.method
         labels = batch.labels
         vis = batch.modalities == Modality.VISIBLE.code

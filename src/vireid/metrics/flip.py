@@ -1,4 +1,4 @@
-"""Fusion of a feature with the feature of the horizontally flipped image (protocols.md section 7)."""
+"""Fusion of a feature with the feature of the horizontally flipped image (docs/reference/protocols.md#sec-7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CMC, mAP and mINP of ranked galleries under the VI-ReID filter rules (protocols.md section 3).
+"""CMC, mAP and mINP of ranked galleries under the VI-ReID filter rules (docs/reference/protocols.md#sec-3).
 
 For one query, L is the gallery sorted by distance ascending (stable sort, so ties keep gallery
 order) with the rule's filtered items removed; m_k marks a true match at 1-based position k of L:
@@ -10,7 +10,8 @@ order) with the rule's filtered items removed; m_k marks a true match at 1-based
 
 Queries without any match in L are invalid and skipped by every average. A query's CMC row is
 padded with its last value (1 for a valid query) up to `max_rank`, so small galleries never crash
-(pitfall P5). The work is vectorised in torch over chunks of queries, on the device of `dist`.
+(pitfall P5, docs/reference/protocols.md#p5). The work is vectorised in torch over chunks of queries, on the
+device of `dist`.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class RankingMetrics:
         if r > self.requested_max_rank:
             return None
         # max_rank was clipped to the gallery size: every item is in the list by then, so the
-        # curve is flat (padding rule P5) and its last value is exact.
+        # curve is flat (padding rule P5, docs/reference/protocols.md#p5) and its last value is exact.
         return float(self.cmc[min(r, len(self.cmc)) - 1])
 
     def summary(self) -> dict[str, "float | None"]:
@@ -84,7 +85,7 @@ def evaluate_ranking(
     chunk_size: "int | None" = None,
     memory_budget: "int | None" = None,
 ) -> RankingMetrics:
-    """Rank each query's gallery by `dist` (smaller = better) and return CMC/mAP/mINP (section 3).
+    """Rank each query's gallery by `dist` (smaller = better): CMC/mAP/mINP (docs/reference/protocols.md#sec-3).
 
     `rule`: "sysu_location" (a camera-3 query ignores every camera-2 gallery item),
     "same_pid_same_cam" (LLCM: drop same identity and same camera), "none" (RegDB).

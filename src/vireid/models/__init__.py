@@ -9,18 +9,18 @@ from .backbone import (
     ResNetBackbone,
     ResStage,
     Stem,
-    modality_codes_of,
     widen_conv1_weight,
 )
 from .neck import BNNeck, Classifier
 from .nonlocal_block import NonLocalBlock
 from .pooling import GeM, GlobalAvgPool, build_pooling
+from .build import build_backbone
 from .pretrained import PretrainedReport, imagenet_cache_path, load_pretrained, read_state_dict_file
 
 __all__ = [
     "ARCHS", "MODALITY_KEYS", "NON_LOCAL_COUNTS", "STAGES", "ModalitySpecific", "ResNetBackbone", "ResStage",
-    "Stem", "modality_codes_of", "widen_conv1_weight", "BNNeck", "Classifier", "NonLocalBlock", "GeM",
-    "GlobalAvgPool", "build_pooling", "load_pretrained", "PretrainedReport", "imagenet_cache_path",
+    "Stem", "widen_conv1_weight", "BNNeck", "Classifier", "NonLocalBlock", "GeM",
+    "GlobalAvgPool", "build_backbone", "build_pooling", "load_pretrained", "PretrainedReport", "imagenet_cache_path",
     "read_state_dict_file",
 ]
 

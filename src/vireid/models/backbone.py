@@ -15,7 +15,8 @@ import torch
 import torchvision
 from torch import nn
 
-from ..core import Modality
+from ..core import ConfigError, Modality
+from ..utils.tensors import modality_codes
 from .nonlocal_block import NonLocalBlock
 
 if TYPE_CHECKING:
@@ -77,17 +78,6 @@ def widen_conv1_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return torch.cat([weight, extra], dim=1)
 
 
-def modality_codes_of(modalities: "torch.Tensor | Modality | str", n: int, device: torch.device) -> torch.Tensor:
-    """A (n,) long tensor of Modality codes (0 visible, 1 infrared) from a Modality or a (n,) tensor."""
-    if isinstance(modalities, (Modality, str)):
-        return torch.full((n,), Modality.parse(modalities).code, dtype=torch.long, device=device)
-    codes = torch.as_tensor(modalities, device=device).reshape(-1).long()
-    if codes.numel() != n:
-        raise ValueError(f"got {codes.numel()} modality codes for a batch of {n} images; "
-                         "pass one Modality.code per image or a single Modality")
-    return codes
-
-
 class _Split:
     """Indices of each modality in a batch and the permutation that restores the batch order."""
 
@@ -121,14 +111,15 @@ class ResNetBackbone(nn.Module):
     With `non_local`, AGW's non-local blocks (width `non_local_inter`) follow the last 2 blocks of
     layer2 and the last 3 of layer3; ResNet-18 has 2 blocks per layer, so it gets them after
     both blocks of layer2 and of layer3. Weights start from torchvision's init (torch's global
-    RNG, seeded by the caller), then `pretrained` ("none" | "imagenet" | path) is loaded.
+    RNG, seeded by the caller); the constructor reads no file: `models.build.build_backbone` or
+    `models.pretrained.load_pretrained` load ImageNet or file weights afterwards.
     """
 
     stages: tuple[str, ...] = STAGES
 
     def __init__(self, arch: str = "resnet50", last_stride: int = 1,
                  modality_specific: Sequence[str] = ("stem",), in_channels: int = 3,
-                 non_local: bool = False, non_local_inter: int = 1, pretrained: str = "none") -> None:
+                 non_local: bool = False, non_local_inter: int = 1) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown backbone arch {arch!r}: expected one of {ARCHS} (config key model.arch)")
@@ -172,19 +163,16 @@ class ResNetBackbone(nn.Module):
             module = modules[name]
             setattr(self, name, ModalitySpecific(module) if name in self.modality_specific else module)
 
-        if pretrained and pretrained != "none":
-            from .pretrained import load_pretrained
-
-            load_pretrained(self, pretrained)
-
     @classmethod
     def from_config(cls, cfg: "ModelConfig", **overrides) -> "ResNetBackbone":
-        """Build from the `model:` config section; keyword overrides win (e.g. modality_specific=())."""
+        """Build from the `model:` config section (weights are not loaded); keyword overrides win."""
         kwargs = dict(arch=cfg.arch, last_stride=cfg.last_stride, modality_specific=tuple(cfg.modality_specific),
-                      in_channels=cfg.in_channels, non_local=cfg.non_local, non_local_inter=cfg.non_local_inter,
-                      pretrained=cfg.pretrained)
+                      in_channels=cfg.in_channels, non_local=cfg.non_local, non_local_inter=cfg.non_local_inter)
         kwargs.update(overrides)
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ValueError as exc:  # a config mistake: say so the way every config error does
+            raise ConfigError(str(exc)) from None
 
     # ---- structure
     @property
@@ -221,7 +209,9 @@ class ResNetBackbone(nn.Module):
         split: _Split | None = None
         codes: torch.Tensor | None = None
         if not isinstance(modalities, (Modality, str)):
-            codes = modality_codes_of(modalities, x.shape[0], x.device)
+            codes = modality_codes(modalities, x.shape[0], x.device,
+                                   what=f"a batch of {x.shape[0]} images; pass one Modality.code per image or "
+                                        "a single Modality")
         for name in STAGES[i:j + 1]:
             module = getattr(self, name)
             if isinstance(module, ModalitySpecific):

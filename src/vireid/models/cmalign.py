@@ -1,6 +1,6 @@
 """CMAlign (LbA, ICCV'21): parameter-free dense cross-modal alignment of feature maps (training only).
 
-Mechanics (specs/methods/lba.md 5.1), for an anchor map f_a and a target map f_t, both (B, C, H, W):
+Mechanics (docs/reference/methods.md#lba-5-1), for an anchor map f_a and a target map f_t, both (B, C, H, W):
 
 - C(p, q) = cos(f_a(p), f_t(q)) over channels; P(p, .) = softmax_q(beta * (C(p, q) - max_q C(p, q))), beta = 50;
 - W(p) = sum_q P(p, q) f_t(q) (soft warping);

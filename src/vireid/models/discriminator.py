@@ -1,4 +1,7 @@
-"""Small fully-connected heads: cmGAN's two-layer ID head and its modality discriminator (specs/methods/cmgan.md 6.2)."""
+"""Small fully-connected heads: cmGAN's two-layer ID head and its modality discriminator.
+
+See docs/reference/methods.md#cmgan-6-2.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """MPANet's attention blocks (Wu et al., CVPR 2021): the modality alleviation module and pattern alignment.
 
-specs/methods/mpanet.md section 4.1. Both are pure building blocks: no losses here (the separation
+docs/reference/methods.md#mpanet-4-1. Both are pure building blocks: no losses here (the separation
 loss over PAM's maps lives in `vireid.losses.mpanet`).
 """
 

@@ -10,7 +10,7 @@ class NonLocalBlock(nn.Module):
     """z = x + BN(W(y)), y_i = (1/N) sum_j theta(x_i)^T phi(x_j) g(x_j); N = H*W.
 
     `inter_channels` is the width of theta/phi/g. AGW's code computes it as
-    `reduc_ratio // reduc_ratio` = 1 (an accident its author acknowledged, protocols.md P16);
+    `reduc_ratio // reduc_ratio` = 1 (an accident its author acknowledged, docs/reference/protocols.md#p16);
     1 is the faithful default. The BN of the W branch starts at weight 0 and bias 0 so a
     freshly inserted block is the identity and does not disturb pretrained features.
     """

@@ -1,4 +1,4 @@
-"""What every protocol shares: the Protocol value, option checks, sample grouping and audit lists."""
+"""What every protocol shares: the Protocol value, option checks, sample grouping, trial file names."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..core import ConfigError, EvalTrial, Modality, Sample
-from ..utils.atomic import write_text
 
 
 @dataclass
@@ -119,18 +118,3 @@ def trial_file(root: "str | Path", name: str) -> Path:
     """`root/<name>.txt` with each '/'-separated part of the trial name made file-system safe."""
     parts = [_SAFE.sub("_", p).strip(".") or "_" for p in name.split("/") if p]
     return Path(root).joinpath(*parts[:-1], parts[-1] + ".txt")
-
-
-def write_trial_lists(trials: Iterable[EvalTrial], out_dir: "str | Path") -> list[Path]:
-    """Write every trial's gallery paths to out_dir/galleries/<name>.txt (and its sampled query list
-    to out_dir/queries/<name>.txt when the query side is the sampled one), atomically."""
-    written = []
-    for t in trials:
-        target = trial_file(Path(out_dir) / "galleries", t.name)
-        write_text(target, "".join(f"{s.path}\n" for s in t.gallery))
-        written.append(target)
-        if t.info.get("sampled_side") == "query":
-            target = trial_file(Path(out_dir) / "queries", t.name)
-            write_text(target, "".join(f"{s.path}\n" for s in t.query))
-            written.append(target)
-    return written

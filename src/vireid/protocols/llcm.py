@@ -11,16 +11,28 @@ the query and every VIS test image the gallery. It is labelled as such in names 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..core import EvalTrial, Modality, Sample
+from ..registry import register_protocol
 from ..utils.seed import python_rng
 from .common import Protocol, check_options, choose, group_by_pid_cam, of_modality, positive_int, sample_per_pid_cam
 
 DIRECTIONS = {"ir_to_visible": "ir2vis", "visible_to_ir": "vis2ir", "visible_to_ir_transposed": "vis2ir_transposed_deen"}
 CAMS = {Modality.VISIBLE: (1, 2, 3, 4, 5, 6, 7, 8, 9), Modality.INFRARED: (1, 2, 4, 5, 6, 7, 8, 9)}
-OPTIONS = ("direction", "trials")
+
+
+@dataclass
+class LLCMProtocolOptions:
+    """Options of the LLCM protocol (config section `eval.options`)."""
+
+    direction: str = "ir_to_visible"  # ir_to_visible | visible_to_ir | visible_to_ir_transposed (DEEN's script)
+    trials: int = 10
+
+
+OPTIONS = tuple(f.name for f in fields(LLCMProtocolOptions))
 TRANSPOSED_LABEL = "transposed (DEEN script)"
 
 
@@ -81,3 +93,13 @@ def llcm_protocol(test_samples: Sequence[Sample], root: "str | Path | None" = No
         notes=(f"{TRANSPOSED_LABEL}: sampled NIR queries against all VIS test images; not the VIS->IR protocol "
                "of the paper (P12)") if transposed else "",
     )
+
+
+@register_protocol("llcm")
+class LLCMProtocol:
+    """LLCM, 10 gallery draws, infrared->visible, visible->infrared or DEEN's transposed variant."""
+
+    Options = LLCMProtocolOptions
+    dataset = "llcm"
+    reader_options: tuple[str, ...] = ()
+    build = staticmethod(llcm_protocol)

@@ -7,14 +7,26 @@ results (vireid.engine.evaluator.merge_results) to get the 10-split mean.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..core import EvalTrial, Modality, Sample
+from ..registry import register_protocol
 from .common import Protocol, check_options, choose, of_modality, positive_int
 
 DIRECTIONS = {"visible_to_thermal": "v2t", "thermal_to_visible": "t2v"}
-OPTIONS = ("trial", "direction")
+
+
+@dataclass
+class RegDBProtocolOptions:
+    """Options of the RegDB protocol (config section `eval.options`)."""
+
+    trial: int = 1  # the split 1..10; also the split the regdb reader loads
+    direction: str = "visible_to_thermal"  # visible_to_thermal | thermal_to_visible
+
+
+OPTIONS = tuple(f.name for f in fields(RegDBProtocolOptions))
 
 
 def regdb_trials(test_samples: Sequence[Sample], direction: str = "visible_to_thermal", trial: int = 1
@@ -49,3 +61,13 @@ def regdb_protocol(test_samples: Sequence[Sample], root: "str | Path | None" = N
         build=lambda: regdb_trials(samples, direction, trial),
         notes=f"split {trial}: evaluate the model trained on split {trial} only (P10)",
     )
+
+
+@register_protocol("regdb")
+class RegDBProtocol:
+    """RegDB, one split per model, visible->thermal or thermal->visible, over the regdb reader's test set."""
+
+    Options = RegDBProtocolOptions
+    dataset = "regdb"
+    reader_options: tuple[str, ...] = ("trial",)  # the protocol's split is the split the reader must load
+    build = staticmethod(regdb_protocol)

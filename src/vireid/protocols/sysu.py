@@ -14,12 +14,15 @@ Rule "sysu_location" (cam3 queries skip every cam2 gallery image), identity-leve
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..core import DatasetError, EvalTrial, Modality, Sample
+from ..core import SYSU_SHARED_ROOM, DatasetError, EvalTrial, Modality, Sample
+from ..registry import register_protocol
 from ..utils.seed import python_rng
 from .common import Protocol, check_options, choose, group_by_pid_cam, of_modality, positive_int, sample_per_pid_cam
 
@@ -28,7 +31,20 @@ SAMPLERS = ("agw", "official")
 SHOTS = (1, 10)
 QUERY_CAMS = (3, 6)
 GALLERY_CAMS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
-OPTIONS = ("mode", "shots", "gallery_sampler", "trials", "rand_perm_path")
+
+
+@dataclass
+class SYSUProtocolOptions:
+    """Options of the SYSU-MM01 protocol (config section `eval.options`)."""
+
+    mode: str = "all"  # all | indoor
+    shots: int = 1  # 1 (single-shot) | 10 (multi-shot)
+    gallery_sampler: str = "agw"  # agw (seeded draws of the AGW code) | official (rand_perm_cam.mat)
+    trials: int = 10
+    rand_perm_path: "str | None" = None  # default: <root>/exp/rand_perm_cam.mat
+
+
+OPTIONS = tuple(f.name for f in fields(SYSUProtocolOptions))
 RAND_PERM_NAME = "rand_perm_cam.mat"
 RAND_PERM_HELP = (
     "rand_perm_cam.mat is not in every copy of SYSU-MM01: get it from the dataset authors' official "
@@ -190,3 +206,40 @@ def _entry(rand_perm: RandPerm, cam: int, pid: int) -> np.ndarray:
     if pid - 1 >= len(per_id):
         return np.zeros((0, 0), dtype=np.int64)
     return per_id[pid - 1]
+
+
+def expected_sizes(test: Iterable[Sample], shots: int = 10) -> dict[str, int]:
+    """Query, gallery and valid-query counts of the SYSU-MM01 protocols, derived from the test images."""
+    n: dict[tuple[int, int], int] = defaultdict(int)
+    for s in test:
+        n[(s.pid, s.camid)] += 1
+    cams_of: dict[int, set[int]] = defaultdict(set)
+    for pid, cam in n:
+        cams_of[pid].add(cam)
+    out: dict[str, int] = {}
+    for cam in QUERY_CAMS:
+        out[f"query_cam{cam}"] = sum(c for (_, c_cam), c in n.items() if c_cam == cam)
+    out = {"query": sum(out.values()), **out}
+    pairs = {mode: [k for k in n if k[1] in cams] for mode, cams in GALLERY_CAMS.items()}
+    out.update({f"gallery_single_{mode}": len(p) for mode, p in pairs.items()})
+    out.update({f"gallery_multi_{mode}": sum(min(shots, n[k]) for k in p) for mode, p in pairs.items()})
+    for mode, cams in GALLERY_CAMS.items():
+        valid = 0
+        for (pid, cam), count in n.items():
+            if cam not in QUERY_CAMS:
+                continue
+            # the location rule: a camera-3 query cannot match camera 2, whoever is in it
+            reachable = set(cams) - ({SYSU_SHARED_ROOM[1]} if cam == SYSU_SHARED_ROOM[0] else set())
+            valid += count if cams_of[pid] & reachable else 0
+        out[f"valid_queries_{mode}"] = valid
+    return out
+
+
+@register_protocol("sysu")
+class SYSUProtocol:
+    """SYSU-MM01 all/indoor search, single/multi-shot, AGW or official galleries, over the sysu reader's test set."""
+
+    Options = SYSUProtocolOptions
+    dataset = "sysu"
+    reader_options: tuple[str, ...] = ()
+    build = staticmethod(sysu_protocol)

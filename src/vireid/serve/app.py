@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..core import IndexError_, Modality, ModalityError, VireidError
+from ..core import GalleryIndexError, Modality, ModalityError, VireidError
 
 API_KEY_ENV = "VIREID_API_KEY"
 _FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp"}
@@ -50,7 +50,7 @@ def decode_upload(data: bytes) -> "tuple[Any, str]":
     """(RGB PIL image, Pillow format) of uploaded bytes; ValueError when they are not a complete image."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..data.images import _to_rgb
+    from ..data.images import to_rgb
 
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -58,7 +58,7 @@ def decode_upload(data: bytes) -> "tuple[Any, str]":
             img.load()  # a truncated file fails here, not later
             if fmt not in _FORMAT_EXT:
                 raise ValueError(f"unsupported image format {fmt or 'unknown'}; send JPEG, PNG or BMP")
-            return _to_rgb(img), fmt
+            return to_rgb(img), fmt
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"the upload is not a complete image ({exc})") from None
 
@@ -72,18 +72,12 @@ def create_app(index_dir: "str | Path", *, extractor: Any = None, run: "str | Pa
     from fastapi.responses import FileResponse, HTMLResponse
     from starlette.concurrency import run_in_threadpool
 
-    from .extractor import FeatureExtractor
-    from .index import GalleryIndex, IndexItem, read_meta
+    from .gallery import extractor_for_index
+    from .index import GalleryIndex, IndexItem
 
     index_dir = Path(index_dir).expanduser().resolve()
     if extractor is None:
-        meta = read_meta(index_dir)
-        model = meta.get("model") or {}
-        source = run or model.get("checkpoint")
-        if not source:
-            raise IndexError_(f"{index_dir} records no checkpoint; pass --run RUN_DIR")
-        extractor = FeatureExtractor(source, device=device, feature=meta.get("feature", "bn"),
-                                     flip=None if run else model.get("flip"))
+        extractor = extractor_for_index(index_dir, run, device=device)
     index = GalleryIndex.open(index_dir, extractor=extractor)
     key = read_api_key(api_key, api_key_file)
     lock = threading.Lock()
@@ -135,7 +129,7 @@ def create_app(index_dir: "str | Path", *, extractor: Any = None, run: "str | Pa
             path = index.image_path(item)
         except KeyError:
             raise HTTPException(404, f"no item {item_id}") from None
-        except IndexError_:
+        except GalleryIndexError:
             raise HTTPException(403, f"item {item_id} points outside the allowed image folders") from None
         if not path.is_file():
             raise HTTPException(404, f"the image of item {item_id} is missing on disk")

@@ -19,22 +19,15 @@ def _modality(value: str) -> str:
 
 
 def _extractor(run: "str | None", index_dir: "str | Path | None", args: argparse.Namespace):
-    """The FeatureExtractor of --run, or of the checkpoint recorded in the index's meta.json."""
-    from ..core import IndexError_
-    from .extractor import FeatureExtractor
-    from .index import read_meta
+    """The FeatureExtractor of --run (building an index), or the one serving the index at `index_dir`."""
+    from ..inference import FeatureExtractor
+    from .gallery import extractor_for_index
 
-    if run is None:
-        meta = read_meta(index_dir) if index_dir is not None else {}
-        run = (meta.get("model") or {}).get("checkpoint")
-        if not run:
-            raise IndexError_(f"no --run given and the index at {index_dir} records no checkpoint; pass --run RUN_DIR")
-        feature = meta.get("feature", "bn")
-        flip = (meta.get("model") or {}).get("flip")
-    else:
-        feature, flip = args.feature, None
-    return FeatureExtractor(run, device=args.device, feature=feature or "bn", batch_size=args.batch_size,
-                            checkpoint=getattr(args, "checkpoint", "auto"), flip=flip)
+    if index_dir is None:
+        return FeatureExtractor(run, device=args.device, feature=args.feature, batch_size=args.batch_size,
+                                checkpoint=args.checkpoint)
+    return extractor_for_index(index_dir, run, feature=args.feature, device=args.device, batch_size=args.batch_size,
+                               checkpoint=getattr(args, "checkpoint", "auto"))
 
 
 def _progress(total: int, enabled: bool):
@@ -67,8 +60,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
                         params=params, overwrite=args.overwrite, progress=update)
     if bar is not None:
         bar.close()
-    n_vis = sum(it.modality.value == "visible" for it in index.items)
-    print(f"indexed {len(index)} images ({n_vis} visible, {len(index) - n_vis} infrared) into {args.out} "
+    info = index.describe()
+    print(f"indexed {len(index)} images ({info['visible']} visible, {info['infrared']} infrared) into {args.out} "
           f"[{index.kind}, {index.feature} features, dim {index.dim}, model {index.fingerprint[:12]}]")
     return 0
 
@@ -83,26 +76,20 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_info(args: argparse.Namespace) -> int:
-    from .index import KIND_PARAMS, GalleryIndex
+    from .index import GalleryIndex
 
-    index = GalleryIndex.open(args.index)  # checks integrity; no model is loaded
-    n_vis = int(sum(it.modality.value == "visible" for it in index.items))
-    size = sum(p.stat().st_size for p in Path(args.index).rglob("*") if p.is_file())
-    params = {k: index.params[k] for k in KIND_PARAMS[index.kind]}
-    info = {"index": str(args.index), "kind": index.kind, "count": len(index), "visible": n_vis,
-            "infrared": len(index) - n_vis, "dim": index.dim, "feature": index.feature,
-            "fingerprint": index.fingerprint, "method": index.model.get("method"),
-            "checkpoint": index.model.get("checkpoint"), "params": params, "roots": index.roots, "bytes": size}
+    info = GalleryIndex.open(args.index).describe()  # checks integrity; no model is loaded
     if args.json:
         print(json.dumps(info))
         return 0
-    print(f"{info['index']}: {info['count']} images ({n_vis} visible, {info['infrared']} infrared), "
-          f"{index.kind} index, {size / 2 ** 20:.1f} MiB")
-    print(f"  model    {info['method']} {index.feature} features, dim {index.dim}, fingerprint {index.fingerprint[:12]}")
+    print(f"{args.index}: {info['count']} images ({info['visible']} visible, {info['infrared']} infrared), "
+          f"{info['kind']} index, {info['bytes'] / 2 ** 20:.1f} MiB")
+    print(f"  model    {info['method']} {info['feature']} features, dim {info['dim']}, "
+          f"fingerprint {info['fingerprint'][:12]}")
     print(f"  weights  {info['checkpoint']}")
-    if params:
-        print("  params   " + ", ".join(f"{k} {v}" for k, v in params.items()))
-    print("  roots    " + (", ".join(index.roots) or "-"))
+    if info["params"]:
+        print("  params   " + ", ".join(f"{k} {v}" for k, v in info["params"].items()))
+    print("  roots    " + (", ".join(info["roots"]) or "-"))
     return 0
 
 
@@ -190,7 +177,7 @@ def _model_options(p: argparse.ArgumentParser, run_required: bool) -> None:
         p.add_argument("--run", default=None,
                        help="trained run directory or checkpoint (default: the one recorded in the index)")
     p.add_argument("--checkpoint", default="auto", help="best, last, auto (default) or a file")
-    p.add_argument("--feature", default="bn", help="feature kind to index (default: bn)")
+    p.add_argument("--feature", default=None, help="feature kind to index (default: the method's reported one, bn)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
 

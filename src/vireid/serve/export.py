@@ -9,6 +9,8 @@ The exported graph:
   modality-specific stems run both stems on the whole batch and pick each row's stem by this input,
   so the graph has no data-dependent branches;
 - output ``features``: (N, D) float32, L2-normalised (with the run's flip fusion when cfg.eval.flip);
+- normalisation, flip fusion and the modality branches come from the inference path and the method's
+  `inference_spec()`, the same code evaluation and FeatureExtractor run;
 - the batch axis N is dynamic.
 """
 
@@ -20,11 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core import Modality, VireidError
+from ..core import ExportError, Modality
 
-
-class ExportError(VireidError):
-    """A model cannot be exported, or the exported graph disagrees with PyTorch."""
+__all__ = ["ExportError", "build_export_module", "export_onnx", "parity_batch"]
 
 
 def _require(name: str) -> Any:
@@ -37,38 +37,30 @@ def _require(name: str) -> Any:
                           "run `pip install vireid[export]` (onnx and onnxruntime)") from exc
 
 
-def has_modality_specific_parts(method: Any) -> bool:
-    """True when some module keeps one copy per modality (two-stem methods)."""
-    from ..models.backbone import ModalitySpecific
-
-    return any(isinstance(m, ModalitySpecific) for m in method.modules())
-
-
 def build_export_module(method: Any, feature: str, height: int, width: int, *, input_kind: str = "float",
                         flip: bool = False) -> Any:
-    """An nn.Module (images, modality) -> features: normalise, embed per stem, select rows, L2-normalise."""
+    """An nn.Module (images, modality) -> features through the inference path: the method's normalisation,
+    `embed_images` (with flip fusion) per modality branch when the method is modality-specific, rows selected."""
     import torch
     from torch import nn
 
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ..metrics.flip import fuse_flip
+    from ..inference import embed_images
 
     if input_kind not in ("float", "uint8"):
         raise ExportError(f"input kind must be 'float' or 'uint8', got {input_kind!r}")
-    two_stems = has_modality_specific_parts(method)
+    spec = method.inference_spec()
+    if spec.channels != 3:
+        raise ExportError(f"method declares {spec.channels}-channel input; the exported graph takes RGB images")
 
     class Exported(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.method = method
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+            self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1))
 
         def _embed(self, x: torch.Tensor, modality: Modality) -> torch.Tensor:
-            f = self.method.embed(x, modality)[feature]
-            if flip:
-                f = fuse_flip(f, self.method.embed(torch.flip(x, dims=[3]), modality)[feature], "caj")
-            return f
+            return embed_images(self.method, x, modality, flip=flip)[feature]
 
         def forward(self, images: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
             x = images.to(torch.float32)
@@ -76,7 +68,7 @@ def build_export_module(method: Any, feature: str, height: int, width: int, *, i
                 x = x / 255.0
             x = (x - self.mean) / self.std
             vis = self._embed(x, Modality.VISIBLE)
-            if not two_stems:
+            if not spec.modality_specific:
                 return vis + 0 * modality.to(vis.dtype).unsqueeze(1)  # keeps the input in the graph
             ir = self._embed(x, Modality.INFRARED)
             return torch.where((modality == Modality.INFRARED.code).unsqueeze(1), ir, vis)
@@ -94,20 +86,20 @@ def parity_batch(height: int, width: int, n: int = 4, seed: int = 0) -> tuple[np
     return images, codes
 
 
-def export_onnx(run: "str | Path", out: "str | Path", *, feature: str = "bn", checkpoint: str = "auto",
+def export_onnx(run: "str | Path", out: "str | Path", *, feature: str | None = None, checkpoint: str = "auto",
                 opset: int = 17, input_kind: str = "float", tolerance: float = 1e-4, flip: bool | None = None,
                 batch: int = 4) -> dict[str, Any]:
     """Export the run to ONNX at `out` (atomically) after ONNX Runtime matches PyTorch within `tolerance`."""
     import torch
 
+    from ..inference import FeatureExtractor
     from ..utils.atomic import atomic_path
-    from .extractor import FeatureExtractor
 
     _require("onnx")
     ort = _require("onnxruntime")
     fx = FeatureExtractor(run, device="cpu", feature=feature, checkpoint=checkpoint, flip=flip)
     h, w = fx.height, fx.width
-    module = build_export_module(fx.method, feature, h, w, input_kind=input_kind, flip=fx.flip)
+    module = build_export_module(fx.method, fx.feature, h, w, input_kind=input_kind, flip=fx.flip)
     images_u8, codes = parity_batch(h, w, n=max(2, batch))
     feed_images = images_u8 if input_kind == "uint8" else images_u8.astype(np.float32) / 255.0
     example = (torch.from_numpy(feed_images[:2]), torch.from_numpy(codes[:2]))
@@ -137,4 +129,4 @@ def export_onnx(run: "str | Path", out: "str | Path", *, feature: str = "bn", ch
                               f"> {tolerance:.0e} (shapes {got.shape} vs {ref.shape}); {out} was not written")
     return {"out": str(out), "inputs": names, "output": "features", "dim": int(ref.shape[1]), "height": h,
             "width": w, "input_kind": input_kind, "max_abs_diff": diff, "tolerance": tolerance,
-            "method": fx.method_name, "feature": feature, "fingerprint": fx.fingerprint}
+            "method": fx.method_name, "feature": fx.feature, "fingerprint": fx.fingerprint}

@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import IndexError_, Modality
+from ..core import GalleryIndexError, Modality
 from ..data.datasets.folder import walk_layout
 from ..data.images import is_image_file
-from .index import GalleryIndex, IndexItem
+from .index import GalleryIndex, IndexItem, read_meta
 
 
 def _inside(path: Path, root: Path) -> Path:
-    """`path` resolved; IndexError_ when it (e.g. a symlink) leads outside `root`."""
+    """`path` resolved; GalleryIndexError when it (e.g. a symlink) leads outside `root`."""
     full = path.resolve()
     if full != root and root not in full.parents:
-        raise IndexError_(f"{path} resolves to {full}, outside the image folder {root}; "
+        raise GalleryIndexError(f"{path} resolves to {full}, outside the image folder {root}; "
                           "refusing to index files outside the folder given (remove the link or copy the file in)")
     return full
 
@@ -28,7 +28,7 @@ def scan_images(images: "str | Path", modality: "Modality | str | None" = None) 
     """
     root = Path(images).expanduser()
     if not root.is_dir():
-        raise IndexError_(f"image folder {root} does not exist or is not a folder")
+        raise GalleryIndexError(f"image folder {root} does not exist or is not a folder")
     root = root.resolve()
     items: list[IndexItem] = []
     if modality is not None:
@@ -38,7 +38,7 @@ def scan_images(images: "str | Path", modality: "Modality | str | None" = None) 
                 items.append(IndexItem(path=str(_inside(p, root)), modality=mod))
     else:
         def refuse(level: str, path: Path) -> None:
-            raise IndexError_({
+            raise GalleryIndexError({
                 "modality": f"unexpected folder {path}: without --modality the images must be laid out as "
                             f"{root}/<visible|infrared>/<camN>/<pid>/*.jpg; for a flat folder of one modality "
                             "pass --modality visible or --modality infrared",
@@ -52,11 +52,28 @@ def scan_images(images: "str | Path", modality: "Modality | str | None" = None) 
                     items.append(IndexItem(path=str(_inside(p, root)), modality=mod, camera=cam, pid=pid))
     if not items:
         how = "any image below it" if modality is not None else "<visible|infrared>/<camN>/<pid>/*.jpg"
-        raise IndexError_(f"no images found in {root} (expected {how})")
+        raise GalleryIndexError(f"no images found in {root} (expected {how})")
     return items
 
 
-def embed_items(extractor: Any, items: list[IndexItem], chunk: int = 512,
+def extractor_for_index(index_dir: "str | Path", run: "str | Path | None" = None, *, feature: str | None = None,
+                        device: str = "cpu", batch_size: int = 64, checkpoint: str = "auto") -> Any:
+    """The FeatureExtractor that serves an index: the model recorded in its meta.json (checkpoint, feature, flip),
+    or `run` with `feature` (default: its reported one) when given; `GalleryIndex.open` then checks they match."""
+    from ..inference import FeatureExtractor
+
+    meta = read_meta(index_dir)
+    model = meta.get("model") or {}
+    source = run or model.get("checkpoint")
+    if not source:
+        raise GalleryIndexError(f"no --run given and the index at {index_dir} records no checkpoint; pass --run RUN_DIR")
+    if run:
+        return FeatureExtractor(run, device=device, feature=feature, batch_size=batch_size, checkpoint=checkpoint)
+    return FeatureExtractor(source, device=device, feature=meta.get("feature") or None, batch_size=batch_size,
+                            checkpoint=checkpoint, flip=model.get("flip"))
+
+
+def embed_in_chunks(extractor: Any, items: list[IndexItem], chunk: int = 512,
                 progress: Callable[[int], None] | None = None) -> Any:
     """(N, D) features of `items`, in chunks so memory stays bounded; a bad image names its file."""
     import numpy as np
@@ -76,11 +93,11 @@ def build_index(extractor: Any, images: "str | Path", out: "str | Path", *, moda
     """Embed every image of `images` and save a new index at `out` (atomically)."""
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise IndexError_(f"{out} exists and is not empty; choose another --out, or pass --overwrite to replace it")
+        raise GalleryIndexError(f"{out} exists and is not empty; choose another --out, or pass --overwrite to replace it")
     items = scan_images(images, modality)
     index = GalleryIndex.for_extractor(extractor, kind=kind, params=params,
                                        roots=[str(Path(images).expanduser().resolve())])
-    index.add(embed_items(extractor, items, progress=progress), items)
+    index.add(embed_in_chunks(extractor, items, progress=progress), items)
     index.save(out)
     return index
 
@@ -96,6 +113,6 @@ def add_to_index(extractor: Any, index_dir: "str | Path", images: "str | Path", 
     if root not in index.roots:
         index.roots.append(root)
     if items:
-        index.add(embed_items(extractor, items, progress=progress), items)
+        index.add(embed_in_chunks(extractor, items, progress=progress), items)
     index.save()
     return index, len(items)

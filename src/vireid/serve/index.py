@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from ..core import IndexError_, Modality
+from ..core import GalleryIndexError, Modality
 from ..utils.atomic import atomic_dir
 
 FORMAT = "vireid-gallery-index"
@@ -85,7 +85,7 @@ def _import_faiss():
     try:
         import faiss  # noqa: PLC0415 - optional dependency, imported only when asked for
     except ImportError as exc:
-        raise IndexError_(
+        raise GalleryIndexError(
             "approximate indexes (kind 'ivf' or 'hnsw') need FAISS, which is not installed; "
             "run `pip install vireid[faiss]` (or faiss-cpu), or use kind 'flat' (exact search, no FAISS)"
         ) from exc
@@ -128,7 +128,7 @@ class GalleryIndex:
                  model: dict | None = None, roots: Sequence[str] = (), params: dict | None = None,
                  directory: "str | Path | None" = None) -> None:
         if kind not in KINDS:
-            raise IndexError_(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+            raise GalleryIndexError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
         if kind != "flat":
             _import_faiss()  # fail now, before any work, when FAISS is missing
         self.dim = int(dim)
@@ -339,9 +339,9 @@ class GalleryIndex:
         try:
             vectors = np.load(d / VECTORS, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise IndexError_(f"{d / VECTORS} cannot be read ({exc}); the index is damaged, rebuild it") from None
+            raise GalleryIndexError(f"{d / VECTORS} cannot be read ({exc}); the index is damaged, rebuild it") from None
         if vectors.ndim != 2 or vectors.shape[1] != index.dim or vectors.dtype != np.float32:
-            raise IndexError_(f"{d / VECTORS} holds {vectors.dtype} {vectors.shape}, but {META} says "
+            raise GalleryIndexError(f"{d / VECTORS} holds {vectors.dtype} {vectors.shape}, but {META} says "
                               f"(count, {index.dim}) float32; the index is damaged, rebuild it")
         items = _read_items(d / ITEMS)
         counts = {f"{ITEMS} rows": len(items), f"{VECTORS} rows": vectors.shape[0], f"{META} count": meta.get("count")}
@@ -350,16 +350,16 @@ class GalleryIndex:
             try:
                 index._faiss = faiss.read_index(str(d / FAISS_FILE))
             except Exception as exc:  # faiss raises RuntimeError with C++ text
-                raise IndexError_(f"{d / FAISS_FILE} cannot be read ({str(exc).splitlines()[0]}); "
+                raise GalleryIndexError(f"{d / FAISS_FILE} cannot be read ({str(exc).splitlines()[0]}); "
                                   "the index is damaged, rebuild it") from None
             counts[f"{FAISS_FILE} vectors"] = int(index._faiss.ntotal)
         if len(set(counts.values())) != 1:
-            raise IndexError_(f"gallery index {d} is inconsistent: "
+            raise GalleryIndexError(f"gallery index {d} is inconsistent: "
                               + ", ".join(f"{k} = {v}" for k, v in counts.items())
                               + "; the parts disagree in count (an interrupted copy or a damaged file), rebuild it")
         bad_ids = [it.id for i, it in enumerate(items) if it.id != i]
         if bad_ids:
-            raise IndexError_(f"{d / ITEMS}: item ids must be 0..{len(items) - 1} in order, found {bad_ids[:5]}; "
+            raise GalleryIndexError(f"{d / ITEMS}: item ids must be 0..{len(items) - 1} in order, found {bad_ids[:5]}; "
                               "the index is damaged, rebuild it")
         index.vectors = vectors
         index.items = items
@@ -368,7 +368,7 @@ class GalleryIndex:
         if extractor is not None:
             index.check_model(extractor)
         elif fingerprint is not None and fingerprint != index.fingerprint:
-            raise IndexError_(f"gallery index {d} was built by model {index.fingerprint[:12]} but "
+            raise GalleryIndexError(f"gallery index {d} was built by model {index.fingerprint[:12]} but "
                               f"{fingerprint[:12]} was expected; rebuild the index with the model you search with")
         return index
 
@@ -377,7 +377,7 @@ class GalleryIndex:
         if extractor.fingerprint == self.fingerprint:
             return
         built = self.model
-        raise IndexError_(
+        raise GalleryIndexError(
             f"gallery index {self.directory} was built by another model: index fingerprint "
             f"{self.fingerprint[:12]} (method {built.get('method')!r}, feature {self.feature!r}, checkpoint "
             f"{built.get('checkpoint')}) vs extractor {extractor.fingerprint[:12]} (method {extractor.method_name!r}, "
@@ -385,6 +385,16 @@ class GalleryIndex:
             "are not comparable: search with the run that built the index, or rebuild it with `vireid index build`")
 
     # ------------------------------------------------------------------ images
+    def describe(self) -> dict[str, Any]:
+        """Counts per modality, the model, the approximate-index parameters, roots and size on disk."""
+        n_vis = int(sum(it.modality is Modality.VISIBLE for it in self.items))
+        size = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file()) if self.directory else 0
+        return {"index": str(self.directory) if self.directory else None, "kind": self.kind, "count": len(self),
+                "visible": n_vis, "infrared": len(self) - n_vis, "dim": self.dim, "feature": self.feature,
+                "fingerprint": self.fingerprint, "method": self.model.get("method"),
+                "checkpoint": self.model.get("checkpoint"), "params": {k: self.params[k] for k in KIND_PARAMS[self.kind]},
+                "roots": list(self.roots), "bytes": size}
+
     def image_path(self, item: IndexItem) -> Path:
         """The file of `item`, refused unless it lies inside the index directory or a recorded image root."""
         base = (self.directory or Path(".")).resolve()
@@ -392,29 +402,29 @@ class GalleryIndex:
         full = (base / p).resolve() if not p.is_absolute() else p.resolve()
         allowed = [base, *(Path(r).resolve() for r in self.roots)]
         if not any(full == r or r in full.parents for r in allowed):
-            raise IndexError_(f"item {item.id} points at {full}, outside the index directory and its image roots "
+            raise GalleryIndexError(f"item {item.id} points at {full}, outside the index directory and its image roots "
                               f"({', '.join(map(str, allowed))}); refusing to read it")
         return full
 
 
 def read_meta(directory: "str | Path") -> dict[str, Any]:
-    """The checked meta.json of the index at `directory` (format and version); IndexError_ naming the fix."""
+    """The checked meta.json of the index at `directory` (format and version); GalleryIndexError naming the fix."""
     d = Path(directory).expanduser()
     if not d.is_dir():
-        raise IndexError_(f"no gallery index at {d}: the directory does not exist; "
+        raise GalleryIndexError(f"no gallery index at {d}: the directory does not exist; "
                           "create one with `vireid index build RUN_DIR --images DIR --out INDEX_DIR`")
     meta_path = d / META
     if not meta_path.is_file():
-        raise IndexError_(f"{d} is not a gallery index: {META} is missing (expected {META}, {VECTORS}, {ITEMS}); "
+        raise GalleryIndexError(f"{d} is not a gallery index: {META} is missing (expected {META}, {VECTORS}, {ITEMS}); "
                           "rebuild it with `vireid index build`")
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
-        raise IndexError_(f"{meta_path} is damaged ({exc}); rebuild the index with `vireid index build`") from None
+        raise GalleryIndexError(f"{meta_path} is damaged ({exc}); rebuild the index with `vireid index build`") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise IndexError_(f"{meta_path} is not a vireid gallery index description (format {FORMAT!r} expected)")
+        raise GalleryIndexError(f"{meta_path} is not a vireid gallery index description (format {FORMAT!r} expected)")
     if meta.get("version") != VERSION:
-        raise IndexError_(f"{meta_path} has index format version {meta.get('version')!r}; this vireid reads "
+        raise GalleryIndexError(f"{meta_path} has index format version {meta.get('version')!r}; this vireid reads "
                           f"version {VERSION}. Rebuild the index with this version")
     return meta
 
@@ -428,9 +438,9 @@ def _check_params(params: dict) -> dict[str, int]:
         if key not in DEFAULT_PARAMS:
             close = difflib.get_close_matches(key, DEFAULT_PARAMS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise IndexError_(f"unknown index parameter {key!r}{hint}; known: {', '.join(DEFAULT_PARAMS)}")
+            raise GalleryIndexError(f"unknown index parameter {key!r}{hint}; known: {', '.join(DEFAULT_PARAMS)}")
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "nlist" else 1):
-            raise IndexError_(f"index parameter {key} must be an integer >= {0 if key == 'nlist' else 1}, got {value!r}")
+            raise GalleryIndexError(f"index parameter {key} must be an integer >= {0 if key == 'nlist' else 1}, got {value!r}")
         out[key] = value
     return out
 
@@ -445,7 +455,7 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 def _read_items(path: Path) -> list[IndexItem]:
     if not path.is_file():
-        raise IndexError_(f"{path} is missing; the index is incomplete, rebuild it with `vireid index build`")
+        raise GalleryIndexError(f"{path} is missing; the index is incomplete, rebuild it with `vireid index build`")
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
@@ -455,4 +465,4 @@ def _read_items(path: Path) -> list[IndexItem]:
         return [IndexItem(path=r[1], modality=Modality.parse(r[2]), camera=r[3], pid=r[4], timestamp=r[5],
                           tags=json.loads(r[6] or "{}"), id=int(r[0])) for r in rows]
     except (sqlite3.Error, ValueError) as exc:
-        raise IndexError_(f"{path} cannot be read as the item table ({exc}); the index is damaged, rebuild it") from None
+        raise GalleryIndexError(f"{path} cannot be read as the item table ({exc}); the index is damaged, rebuild it") from None

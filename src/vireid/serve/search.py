@@ -53,41 +53,17 @@ def search_images(index: GalleryIndex, extractor: Any, queries: Sequence[Any], m
 def render_results(index: GalleryIndex, results: Sequence[QueryResult], out: "str | Path",
                    tile: tuple[int, int] = (128, 64)) -> Path:
     """A PNG grid, one row per query: the query, then its hits with rank, score and modality (atomic write)."""
-    from PIL import Image, ImageDraw, ImageOps
+    from ..viz import RankRow, Tile, render_ranklist
 
-    from ..data.images import load_rgb
-    from ..utils.atomic import atomic_path
-
-    th, tw = tile
-    caption = 28
-    ncols = 1 + max((len(r.hits) for r in results), default=0)
-    sheet = Image.new("RGB", (ncols * (tw + 4) + 4, max(1, len(results)) * (th + caption + 4) + 4), "white")
-    draw = ImageDraw.Draw(sheet)
-
-    def paste(img: "Image.Image | None", row: int, col: int, lines: list[str], colour: str) -> None:
-        x, y = 4 + col * (tw + 4), 4 + row * (th + caption + 4)
-        if img is not None:
-            sheet.paste(ImageOps.pad(img, (tw, th), color=(0, 0, 0)), (x, y))
-        draw.rectangle([x - 2, y - 2, x + tw + 1, y + th + 1], outline=colour, width=2)
-        for k, line in enumerate(lines):
-            draw.text((x, y + th + 2 + 12 * k), line, fill="black")
-
-    def load(path: Any) -> "Image.Image | None":
+    def gallery_image(hit: Hit) -> Any:
         try:
-            return path if isinstance(path, Image.Image) else load_rgb(path)
-        except (VireidError, OSError):
+            return index.image_path(hit.item)
+        except VireidError:
             return None
 
-    for row, r in enumerate(results):
-        paste(load(r.query), row, 0, ["query", r.modality.value[:3]], "black")
-        for col, h in enumerate(r.hits, start=1):
-            try:
-                img = load(index.image_path(h.item))
-            except VireidError:
-                img = None
-            paste(img, row, col, [f"#{col} {h.score:.3f}", f"{h.item.modality.value[:3]} id {h.item.pid}"],
-                  "royalblue" if h.item.modality is Modality.VISIBLE else "firebrick")
-    out = Path(out).expanduser()
-    with atomic_path(out, suffix=".png") as tmp:
-        sheet.save(tmp, format="PNG")
-    return out
+    rows = [RankRow(Tile(r.query, ["query", r.modality.value[:3]], "black"),
+                    [Tile(gallery_image(h), [f"#{rank} {h.score:.3f}", f"{h.item.modality.value[:3]} id {h.item.pid}"],
+                          "royalblue" if h.item.modality is Modality.VISIBLE else "firebrick")
+                     for rank, h in enumerate(r.hits, start=1)])
+            for r in results]
+    return render_ranklist(rows, out, tile=tile)

@@ -1,5 +1,18 @@
-"""Dataset readers for SYSU-MM01, RegDB, LLCM and plain folders, registered by name."""
+"""Dataset readers for SYSU-MM01, RegDB, LLCM and plain folders, registered by name in `registry.DATASETS`."""
 
-from .base import ReIDDataset, build_label_map, load_dataset
+from __future__ import annotations
 
-__all__ = ["ReIDDataset", "build_label_map", "load_dataset"]
+from pathlib import Path
+from typing import Any
+
+from ...registry import DATASETS
+from .base import ReIDDataset, Reader, build_label_map
+
+
+def load_dataset(name: str, root: "str | Path", **options: Any) -> ReIDDataset:
+    """Parse the dataset `name` (a registered reader) at `root` with the reader's `options`."""
+    reader = DATASETS.get(name)
+    return reader(Path(root).expanduser(), **options).load()
+
+
+__all__ = ["ReIDDataset", "Reader", "build_label_map", "load_dataset"]

@@ -9,29 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ...core import ConfigError, DatasetError, Modality, Sample
+from ...core import ConfigError, DatasetError, LayoutError, Modality, Sample
 from ..images import IMAGE_EXTENSIONS, is_image_file
-
-#: How many problems a LayoutError message spells out; `.problems` always holds all of them.
-MAX_LISTED = 20
-
-
-class LayoutError(DatasetError):
-    """A dataset layout has one or more problems; `problems` holds one line per problem."""
-
-    def __init__(self, layout: str, root: "str | Path", problems: list[str]) -> None:
-        self.layout = layout
-        self.root = str(root)
-        self.problems = list(problems)
-        if len(self.problems) == 1:
-            message = self.problems[0]
-        else:
-            listed = "\n  ".join(self.problems[:MAX_LISTED])
-            more = len(self.problems) - MAX_LISTED
-            tail = f"\n  ... and {more} more" if more > 0 else ""
-            message = f"{len(self.problems)} problems in the {layout} layout at {self.root}:\n  {listed}{tail}"
-        super().__init__(message)
-
 
 class Problems:
     """Collects layout problems so a reader can report all of them at once."""

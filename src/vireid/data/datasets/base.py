@@ -1,13 +1,12 @@
-"""The value every dataset reader returns, and the reader registry entry point."""
+"""The value every dataset reader returns (ReIDDataset) and the contract a reader meets (Reader)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable, Protocol
 
 from ...core import DatasetError, Modality, ModalityError, Sample
-from ...registry import DATASETS
 
 
 @dataclass
@@ -57,9 +56,16 @@ def build_label_map(samples: Iterable[Sample], where: str = "training split") ->
     return {pid: i for i, pid in enumerate(sorted(vis))}
 
 
-def load_dataset(name: str, root: "str | Path", **options: Any) -> ReIDDataset:
-    """Parse the dataset `name` (a registered reader) at `root`."""
-    from . import _register_builtin  # noqa: F401  (imports the built-in readers)
+class Reader(Protocol):
+    """A dataset reader, registered with `@register_dataset(name)`.
 
-    reader = DATASETS.get(name)
-    return reader(Path(root).expanduser(), **options).load()
+    `Options` is a dataclass of its options (the config section `data.options`); the constructor
+    takes the root and those options as keywords and does no I/O; `load()` parses the layout and
+    returns a ReIDDataset, raising a DatasetError (LayoutError) that names every problem found.
+    """
+
+    Options: ClassVar[type]
+
+    def __init__(self, root: Path, **options: Any) -> None: ...
+
+    def load(self) -> ReIDDataset: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -32,12 +33,21 @@ def parse_trial(value: Any) -> int:
     return trial
 
 
+@dataclass
+class RegDBOptions:
+    """Reader options of RegDB (config section `data.options`)."""
+
+    trial: int = 1  # the official split 1..10 whose index files are read
+
+
 @register_dataset("regdb")
 class RegDB:
     """Reads one RegDB trial (option `trial`, 1..10, default 1): its train and test index files."""
 
+    Options = RegDBOptions
+
     def __init__(self, root: Path, **options: Any) -> None:
-        check_options("regdb", options, ["trial"])
+        check_options("regdb", options, [f.name for f in fields(RegDBOptions)])
         self.root = Path(root).expanduser()
         self.trial = parse_trial(options.get("trial", 1))
 

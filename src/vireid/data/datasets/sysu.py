@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,21 @@ def camera_modality(cam: int) -> Modality:
     return Modality.INFRARED if cam in IR_CAMS else Modality.VISIBLE
 
 
+@dataclass
+class SYSUOptions:
+    """Reader options of SYSU-MM01 (config section `data.options`)."""
+
+    train_split: str = "train+val"  # "train+val" (community practice) or "train" (the 99 val ids kept apart)
+
+
 @register_dataset("sysu")
 class SYSUMM01:
     """Reads SYSU-MM01; option `train_split`: "train+val" (default, as AGW) or "train" (val kept apart)."""
 
+    Options = SYSUOptions
+
     def __init__(self, root: Path, **options: Any) -> None:
-        check_options("sysu", options, ["train_split"])
+        check_options("sysu", options, [f.name for f in fields(SYSUOptions)])
         self.root = Path(root).expanduser()
         self.train_split = options.get("train_split", "train+val")
         if self.train_split not in TRAIN_SPLITS:

@@ -2,7 +2,7 @@
 
 A `Plan` lists every image to render (a `Shot`) and every text file to write; it is pure bookkeeping
 drawn from (seed, layout), so it is identical for any number of workers. Layouts follow
-`specs/protocols.md` sections 2 (SYSU-MM01), 4 (RegDB) and 5 (LLCM).
+`docs/reference/protocols.md` sections 2 (SYSU-MM01), 4 (RegDB) and 5 (LLCM).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ STREAM_PLAN = 41
 DEFAULTS: dict[str, tuple[int, int]] = {"sysu": (120, 5), "regdb": (40, 10), "llcm": (90, 4)}
 MIN_IDS: dict[str, int] = {"sysu": 3, "regdb": 2, "llcm": 2}
 
-# SYSU-MM01 proportions (protocols.md 2.2, 2.3): 296 train / 99 val / 96 test of 491 identities;
+# SYSU-MM01 proportions (docs/reference/protocols.md#sec-2-2, #sec-2-3): 296 train / 99 val / 96 test of 491 identities;
 # 56 of 96 test identities are in cam1 and cam2 (the same ones), 93-96 in each of cams 3-6.
 SYSU_SPLIT = (296, 99, 96)
 SYSU_INDOOR_SHARE = 56 / 96

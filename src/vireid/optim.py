@@ -7,8 +7,8 @@ from typing import Iterable
 
 import torch
 
-from ..config import OptimConfig
-from ..core import ConfigError
+from .config import OptimConfig
+from .core import ConfigError
 
 
 def lr_factor(epoch: int, cfg: OptimConfig) -> float:

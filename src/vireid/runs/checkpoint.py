@@ -1,4 +1,4 @@
-"""Checkpoints: atomic save, strict load with precise mismatch messages, and lookup in a run directory."""
+"""Checkpoints: atomic save, strict load with precise mismatch messages, RNG state for exact resume."""
 
 from __future__ import annotations
 
@@ -78,25 +78,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def find_checkpoint(run_dir: "str | Path", which: str = "auto") -> Path:
-    """The checkpoint of a run: `best`, `last`, `auto` (best if present, else last) or an explicit file."""
-    run_dir = Path(run_dir)
-    explicit = Path(which)
-    if which not in ("auto", "best", "last"):
-        if explicit.is_file():
-            return explicit
-        cand = run_dir / "checkpoints" / which
-        if cand.is_file():
-            return cand
-        raise CheckpointError(f"checkpoint {which!r} not found (looked at {explicit} and {cand})")
-    ckdir = run_dir / "checkpoints"
-    order = {"auto": ["best.pt", "last.pt"], "best": ["best.pt"], "last": ["last.pt"]}[which]
-    for name in order:
-        if (ckdir / name).is_file():
-            return ckdir / name
-    raise CheckpointError(
-        f"no trained checkpoint in {ckdir} (looked for {', '.join(order)}); refusing to evaluate an untrained model. "
-        f"Train first (vireid train CONFIG --out {run_dir}) or pass --checkpoint PATH."
-    )

@@ -1,4 +1,4 @@
-"""FeatureExtractor: a trained run as a function images -> L2-normalised features, preprocessed like evaluation.
+"""FeatureExtractor: a trained run as a function images -> L2-normalised features, through the inference path.
 
 Accepted images (one or a list): a path, a PIL image, an (H, W, 3) / (H, W) uint8 NumPy array, an
 (N, H, W, 3) uint8 array, or a torch tensor. Tensors follow torchvision's convention: (3, H, W) or
@@ -71,17 +71,32 @@ def as_modalities(modality: Any, n: int) -> list[Modality]:
 
 
 class FeatureExtractor:
-    """A trained method with evaluation preprocessing: `extractor(images, modality) -> (N, D) float32`."""
+    """A trained method with evaluation preprocessing: `extractor(images, modality) -> (N, D) float32`.
 
-    def __init__(self, run_dir_or_checkpoint: "str | Path", device: str = "cpu", feature: str = "bn",
+    Args:
+        run_dir_or_checkpoint: a run directory (its best checkpoint, else last) or a checkpoint file.
+        device: "cpu", "cuda", "cuda:1", ...
+        feature: the feature kind to return (default: the method's reported one, `inference_spec().feature`).
+        batch_size: images per forward pass (per modality).
+        checkpoint: auto | best | last | a file name in the run's checkpoints/.
+        flip: fuse the features of mirrored images (default: the run's eval.flip).
+
+    Examples::
+
+        fx = vireid.FeatureExtractor("runs/base")
+        feats = fx(["a.jpg", "b.jpg"], modality="infrared")   # (2, D), rows L2-normalised
+    """
+
+    def __init__(self, run_dir_or_checkpoint: "str | Path", device: str = "cpu", feature: str | None = None,
                  batch_size: int = 64, checkpoint: str = "auto", flip: bool | None = None) -> None:
-        from ..engine.evaluate import load_trained
+        from .model import load_trained
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.cfg, self.method, self.checkpoint_path = load_trained(run_dir_or_checkpoint, checkpoint, device)
         self.source = Path(run_dir_or_checkpoint)
         self.device = device
+        feature = feature or self.method.inference_spec().feature
         self.feature = feature
         self.batch_size = int(batch_size)
         # evaluation fuses flipped views when cfg.eval.flip is set; so does this, unless told otherwise
@@ -122,24 +137,13 @@ class FeatureExtractor:
 
     def __call__(self, images: Any, modality: Any) -> np.ndarray:
         """(N, D) float32 L2-normalised features, rows in input order; batches of `batch_size` per modality."""
-        import torch
-
-        from ..data.transforms import load_eval_batch
-        from ..engine.extract import embed_images
+        from .embed import embed_items
 
         items = as_image_list(images)
         mods = as_modalities(modality, len(items))
-        out = np.zeros((len(items), self.dim), dtype=np.float32)
-        self.method.eval()
-        for mod in (Modality.VISIBLE, Modality.INFRARED):
-            idx = [i for i, m in enumerate(mods) if m is mod]
-            for j in range(0, len(idx), self.batch_size):
-                chunk = idx[j:j + self.batch_size]
-                batch = load_eval_batch([items[i] for i in chunk], self.height, self.width).to(self.device)
-                with torch.no_grad():
-                    feats = embed_images(self.method, batch, mod, flip=self.flip)[self.feature]
-                out[chunk] = feats.float().cpu().numpy()
-        return out
+        feats = embed_items(self.method, items, mods, height=self.height, width=self.width, device=self.device,
+                            flip=self.flip, batch_size=self.batch_size, kinds=(self.feature,))
+        return feats[self.feature].numpy()
 
     def describe(self) -> dict[str, Any]:
         """What an index records about the model that built it."""

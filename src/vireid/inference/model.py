@@ -1,0 +1,28 @@
+"""Load a trained run: rebuild its method from the checkpoint's config, then load the trained weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..config import Config, apply_overrides, config_from_dict, upgrade_saved_config
+from ..methods import Method, build_method
+from ..runs import RunDir, load_model_state, read_checkpoint
+
+
+def load_trained(run_dir: "str | Path", checkpoint: str = "auto", device: "str | torch.device" = "cpu",
+                 overrides: Sequence[str] = ()) -> tuple[Config, Method, Path]:
+    """(config, method in eval mode on `device`, checkpoint path) of a run directory or a checkpoint file.
+
+    `checkpoint`: auto (best, else last) | best | last | a file. A run without a checkpoint is refused
+    (never evaluate an untrained model). No pretrained weights are read: the checkpoint has them all.
+    """
+    path = RunDir(run_dir).find_checkpoint(checkpoint) if Path(run_dir).is_dir() else Path(run_dir)
+    data = read_checkpoint(path)
+    cfg = config_from_dict(apply_overrides(upgrade_saved_config(data["config"]), list(overrides)))
+    method = build_method(cfg, int(data["num_classes"]), pretrained=False)
+    load_model_state(method, data["model"], source=str(path), method=data["method"], expected_method=cfg.method.name)
+    method.to(device).eval()
+    return cfg, method, path
