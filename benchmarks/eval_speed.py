@@ -1,6 +1,6 @@
 """Evaluation speed: vectorised `evaluate_ranking` vs a per-query NumPy loop on SYSU-sized trials.
 
-SYSU-MM01 structure (protocols.md 2.3): 3,803 infrared queries x 301 (all-search) / 112 (indoor)
+SYSU-MM01 structure (docs/reference/protocols.md#sec-2-3): 3,803 infrared queries x 301 (all-search) / 112 (indoor)
 visible gallery images, 2,048-d features with identity structure, 10 AGW trials per mode. Two loops
 score the same distance matrices as `evaluate_ranking`, and all must agree to 1e-6 in CMC, mAP and
 mINP: a lean NumPy loop (per query, but with the per-item steps vectorised) and a reference-style
@@ -27,7 +27,7 @@ from vireid.engine.evaluator import Evaluator
 from vireid.metrics import evaluate_ranking
 from vireid.protocols import sysu_trials
 
-# Per-camera identity coverage of the SYSU test set (section 2.3) with its image counts per pair.
+# Per-camera identity coverage and image counts of the SYSU test set (docs/reference/protocols.md#sec-2-3).
 PIDS = list(range(1, 97))
 PRESENT = {1: PIDS[:56], 2: PIDS[:56], 3: [p for p in PIDS if p not in (11, 21, 91)],
            4: PIDS[2:], 5: [p for p in PIDS if p != 2], 6: PIDS}
@@ -52,7 +52,10 @@ def _ranked(distmat, q_pids, g_pids):
 
 
 def _padded_cmc(id_match, max_rank):
-    """0/1 CMC of one query from its deduplicated identity matches, cut at max_rank, last-value padded (P5)."""
+    """0/1 CMC of one query from its deduplicated identity matches, cut at max_rank, last-value padded.
+
+    Padding: docs/reference/protocols.md#p5.
+    """
     cmc = id_match.cumsum()
     cmc[cmc > 1] = 1
     cmc = cmc[:max_rank]
@@ -86,10 +89,10 @@ def reference_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20):
 
 
 def reference_style_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20):
-    """Per query, the steps of the community's eval_sysu as protocols.md section 3 describes them,
+    """Per query, the steps of the community's eval_sysu as docs/reference/protocols.md#sec-3 describes them,
     including its element-by-element Python work: the deduplicated identity list is rebuilt item by
     item in rank order, and the AP precision curve is built item by item. Stable sort and last-value
-    padding as in vireid (the reference crashes on short rows, P5)."""
+    padding as in vireid (the reference crashes on short rows, docs/reference/protocols.md#p5)."""
     max_rank = min(max_rank, distmat.shape[1])
     indices, pred_label, matches = _ranked(distmat, q_pids, g_pids)
     all_cmc, all_ap, all_inp = [], [], []

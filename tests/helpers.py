@@ -10,7 +10,6 @@ from vireid.config import Config, load_config
 from vireid.core import Batch, Modality
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 TINY_OVERRIDES = ["model.arch=resnet18", "model.pretrained=none", "data.height=32", "data.width=16",
                   "train.device=cpu", "train.progress=false", "data.num_workers=0",
@@ -18,9 +17,12 @@ TINY_OVERRIDES = ["model.arch=resnet18", "model.pretrained=none", "data.height=3
 
 
 def tiny_config(method: str, *overrides: str) -> Config:
-    """The method's synthetic preset shrunk to a tiny ResNet-18 on 32x16 images."""
+    """The method's synthetic preset shrunk to a tiny ResNet-18 on 32x16 images; a method without a preset
+    (a user's) gets the config defaults and its own Options() defaults, shrunk the same way."""
     path = REPO / "configs" / "synthetic" / f"{method}.yaml"
-    return load_config(path, [*TINY_OVERRIDES, *overrides])
+    if path.is_file():
+        return load_config(path, [*TINY_OVERRIDES, *overrides])
+    return load_config(None, [f"method.name={method}", *TINY_OVERRIDES, *overrides])
 
 
 def tiny_batch(cfg: Config, num_classes: int = 6, seed: int = 0) -> Batch:

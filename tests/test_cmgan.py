@@ -1,4 +1,6 @@
-"""cmGAN: objective signs and schedule (spec 6.8), the K-step alternation through a real TrainStepper, heads, configs."""
+"""cmGAN: objective signs and schedule (docs/reference/methods.md#cmgan-6-8), the K-step alternation
+through a real TrainStepper, heads, configs.
+"""
 
 from __future__ import annotations
 
@@ -49,11 +51,11 @@ def _changed(before: list[torch.Tensor], params) -> bool:
     return any(not torch.equal(b, p.detach()) for b, p in zip(before, params))
 
 
-# ---------------------------------------------------------------- spec 6.8 numbers
+# ---------------------------------------------------------------- docs/reference/methods.md#cmgan-6-8 numbers
 
 
 def test_alternation_sign_spec_numbers():
-    # spec 6.8.1: l_gen = 2.0, l_dis = 0.6, gamma = 0.05, eta = 1
+    # docs/reference/methods.md#cmgan-6-8-1: l_gen = 2.0, l_dis = 0.6, gamma = 0.05, eta = 1
     assert generator_objective(2.0, 0.6, 0.05) == pytest.approx(1.97)
     assert literal_discriminator_objective(2.0, 0.6, 0.05, 1.0) == pytest.approx(-1.97)
     assert split_discriminator_objective(0.6, 0.05, 1.0) == pytest.approx(0.03)
@@ -67,7 +69,7 @@ def test_alternation_sign_spec_numbers():
 
 
 def test_schedule_k5_discriminator_steps():
-    # spec 6.8.2: with K = 5, e = 0, 5, 10 are D-steps, all others G-steps
+    # docs/reference/methods.md#cmgan-6-8-2: with K = 5, e = 0, 5, 10 are D-steps, all others G-steps
     assert [e for e in range(12) if is_discriminator_step(e, 5)] == [0, 5, 10]
     assert [e for e in range(4) if is_discriminator_step(e, 1)] == [0, 1, 2, 3]
     with pytest.raises(ConfigError, match="alternate_every"):

@@ -63,7 +63,8 @@ def test_check_sysu_counts_and_protocol(tmp_path):
     assert "train  visible   cam1         3        6" in text
     assert "query (IR cams 3+6): 12 (6 / 6)" in text and "valid queries: all-search 10, indoor 6" in text
     assert any("exactly cam1..cam6" in c for c in report.checks)
-    assert any("TV-11" in w for w in report.warnings)  # a tiny fake is not the official SYSU-MM01
+    # a tiny fake is not the official SYSU-MM01 (TV-11: docs/reference/protocols.md#tv-11)
+    assert any("TV-11" in w for w in report.warnings)
 
 
 def test_check_reports_layout_problems_one_line_each(tmp_path):

@@ -1,4 +1,6 @@
-"""Evaluator: embed once, sign convention, aggregation (TV-15), results.json, merging, .npz files."""
+"""Evaluator: embed once, sign convention, aggregation (docs/reference/protocols.md#tv-15), results.json,
+merging, .npz files.
+"""
 
 from __future__ import annotations
 

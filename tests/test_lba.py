@@ -1,4 +1,7 @@
-"""LbA: CMAlign mechanics and pairing, dense triplet reductions, ID consistency, schedule, method (lba.md 5)."""
+"""LbA: CMAlign mechanics and pairing, dense triplet reductions, ID consistency, schedule, method.
+
+Reference: docs/reference/methods.md#lba-5.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ class _Step:
         self.loss, self.parts = loss.detach(), parts
 
 
-# --------------------------------------------------------------------------- spec 5.8.1: GeM
+# -------------------------------------------- docs/reference/methods.md#lba-5-8 test 1: GeM
 
 
 def test_gem_spec_vector_through_the_method_pooling():
@@ -68,7 +71,7 @@ def test_gem_spec_vector_through_the_method_pooling():
     assert not any(True for _ in method.pool.parameters())  # p = 3 fixed, not learned
 
 
-# --------------------------------------------------------------------------- spec 5.8.2: pairing
+# ---------------------------------------- docs/reference/methods.md#lba-5-8 test 2: pairing
 
 
 def test_pairing_property_on_a_32_plus_32_batch():
@@ -147,7 +150,7 @@ def test_pairing_refuses_batches_it_cannot_pair(case, message):
 
 
 def _reference_align(fa: np.ndarray, ft: np.ndarray, beta: float):
-    """Straight numpy transcription of lba.md 5.1 steps 2-7 for one image pair (C, N)."""
+    """Straight numpy transcription of docs/reference/methods.md#lba-5-1 steps 2-7 for one image pair (C, N)."""
     an = fa / np.linalg.norm(fa, axis=0, keepdims=True)
     tn = ft / np.linalg.norm(ft, axis=0, keepdims=True)
     sim = an.T @ tn  # (N, N)
@@ -290,7 +293,7 @@ def test_loss_weights_spec_vector():
     assert (opts.ic_weight, opts.dt_weight, opts.margin, opts.dt_margin, opts.temperature) == (1.0, 0.5, 0.3, 0.3, 50.0)
 
 
-# --------------------------------------------------------------------------- spec 5.8.3: schedule
+# --------------------------------------- docs/reference/methods.md#lba-5-8 test 3: schedule
 
 
 @pytest.mark.parametrize("epoch, head, backbone", [

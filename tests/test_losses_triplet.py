@@ -105,7 +105,7 @@ def test_pairwise_euclidean_values_and_clamp():
 
 
 def test_batch_hard_spec_vector():
-    # common.md 1.8: d_ap = [1, 1, 1.5, 1.5], d_an = [1.5, 0.5, 0.5, 2], margin 0.8 -> 0.925
+    # docs/reference/methods.md#common-1-8: d_ap = [1, 1, 1.5, 1.5], d_an = [1.5, 0.5, 0.5, 2], margin 0.8 -> 0.925
     loss = batch_hard_triplet(_col([0.0, 1.0, 1.5, 3.0], torch.float32), torch.tensor([0, 0, 1, 1]), margin=0.8)
     assert loss.dim() == 0
     assert loss.item() == pytest.approx(0.925, abs=1e-5)

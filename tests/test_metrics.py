@@ -1,4 +1,4 @@
-"""evaluate_ranking: the hand-computed vectors of protocols.md section 9 and a per-query reference loop."""
+"""evaluate_ranking: the hand-computed vectors of docs/reference/protocols.md#sec-9 and a per-query reference loop."""
 
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ def test_tv6_identity_vs_image_cmc():
 def test_tv7_cam3_query_whose_only_positive_is_in_cam2():
     dist = np.array([[1, 2, 3], [1, 3, 2]], dtype=float)
     m = evaluate_ranking(dist, [1, 2], [1, 2, 3], [3, 3], [2, 1, 4], rule="sysu_location", cmc="identity")
-    # TV-7 gives [0, 1]; max_rank is clipped to the 3 gallery images, so the curve is padded (P5)
+    # TV-7 (docs/reference/protocols.md#tv-7) gives [0, 1]; max_rank is clipped to the 3 gallery images,
+    # so the curve is padded (docs/reference/protocols.md#p5)
     np.testing.assert_allclose(m.cmc, [0, 1, 1])
     assert m.num_valid_queries == 1
     assert m.mAP == pytest.approx(0.5) and m.mINP == pytest.approx(0.5)
@@ -102,7 +103,7 @@ def test_max_rank_clipped_to_gallery_images_and_rank_lookup():
     m = _one([3, 1, 2], 7, [7, 8, 9])
     assert len(m.cmc) == 3
     np.testing.assert_allclose(m.cmc, [0, 0, 1])
-    assert m.rank(20) == 1.0  # flat past the gallery size (P5)
+    assert m.rank(20) == 1.0  # flat past the gallery size (docs/reference/protocols.md#p5)
     m10 = evaluate_ranking(np.array([[3.0, 1, 2]]), [7], [7, 8, 9], None, None, rule="none", cmc="image", max_rank=2)
     assert m10.rank(20) is None  # not computed: asked max_rank=2
     assert m10.summary()["rank1"] == 0.0

@@ -9,7 +9,7 @@ from vireid.models import BNNeck, Classifier, GeM, GlobalAvgPool, build_pooling
 
 
 def test_gem_spec_vector():
-    # lba.md 5.8.1: ((1 + 8 + 27 + 64)/4 + 1e-12)^(1/3) = 25^(1/3)
+    # docs/reference/methods.md#lba-5-8 test 1: ((1 + 8 + 27 + 64)/4 + 1e-12)^(1/3) = 25^(1/3)
     x = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
     out = GeM()(x)
     assert out.shape == (1, 1)

@@ -1,4 +1,6 @@
-"""MPANet: spec 4.7 test vectors, losses against reference transcriptions, EMA schedule, configs, shapes."""
+"""MPANet: test values (docs/reference/methods.md#mpanet-4-7), losses against reference transcriptions,
+EMA schedule, configs, shapes.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ NUM_CLASSES = 6
 
 
 def test_mam_with_zero_attention_weights_matches_spec_vector():
-    # spec 4.7 case 1: W = 0 -> m = sigmoid(0) = 0.5 for every channel
+    # docs/reference/methods.md#mpanet-4-7 case 1: W = 0 -> m = sigmoid(0) = 0.5 for every channel
     mam = MAM(16)
     with torch.no_grad():
         for p in mam.parameters():

@@ -30,7 +30,7 @@ def _sample(root: str, cam: int, pid: int, i: int) -> Sample:
 
 
 # --------------------------------------------------------------- a SYSU test set built in memory
-# The per-(identity, camera) structure of protocols.md 2.3: 96 ids; cam1 and cam2 for the same 56;
+# The per-(identity, camera) structure of docs/reference/protocols.md#sec-2-3: 96 ids; cam1 and cam2 for the same 56;
 # cam3 93, cam4 94, cam5 95, cam6 96. Two of the ids without cam3 are indoor ids (they have cam1/2),
 # so the indoor valid-query count depends on the location rule; every id has some visible image.
 PIDS = [100 + 3 * i for i in range(96)]

@@ -1,4 +1,6 @@
-"""CrossModalSampler: TV-14 invariants (protocols.md 9), MPANet chunks, determinism, DDP split, errors."""
+"""CrossModalSampler: TV-14 invariants (docs/reference/protocols.md#tv-14), MPANet chunks, determinism,
+DDP split, errors.
+"""
 
 from __future__ import annotations
 

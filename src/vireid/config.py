@@ -51,7 +51,7 @@ class DataConfig:
 
 @dataclass
 class SamplerConfig:
-    """How batches are composed (see specs/methods/common.md section 1.5)."""
+    """How batches are composed (see docs/reference/methods.md#common-1-5)."""
 
     kind: str = "agw"  # agw: P ids x K visible + K infrared with replacement; mpanet: identity chunks
     num_ids: int = 8  # P
@@ -82,7 +82,7 @@ class ModelConfig:
     modality_specific: list = field(default_factory=lambda: ["stem"])  # stages with one copy per modality
     in_channels: int = 3
     non_local: bool = False
-    non_local_inter: int = 1  # AGW's accidental 1-channel intermediate width (P16)
+    non_local_inter: int = 1  # AGW's accidental 1-channel intermediate width (docs/reference/protocols.md#p16)
     pooling: str = "gem"  # gem | avg
     gem_p: float = 3.0
 

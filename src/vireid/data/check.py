@@ -14,7 +14,7 @@ from ..core import DatasetError, Modality, ModalityError, Sample
 
 SPLITS = ("train", "val", "test")
 
-#: SYSU-MM01 counts a correct reader gives on the unmodified dataset (protocols.md TV-11, section 2.3).
+#: SYSU-MM01 counts a correct reader gives on the unmodified dataset (docs/reference/protocols.md#tv-11, #sec-2-3).
 SYSU_OFFICIAL = {
     "train_ids": 395, "train_visible": 22258, "train_infrared": 11909,
     "query": 3803, "query_cam3": 1883, "query_cam6": 1920,
@@ -163,16 +163,20 @@ def check_dataset(
 
 
 def _compare_sysu_official(report: CheckReport) -> None:
-    """Warn (not fail) when real SYSU-MM01 counts differ from the official ones: a modified copy (P27)."""
+    """Warn (not fail) when real SYSU-MM01 counts differ from the official ones: a modified copy.
+
+    See docs/reference/protocols.md#p27 and #tv-11.
+    """
     train = report.counts["train"]
     found = {"train_ids": train["ids"], "train_visible": train["visible"]["images"],
              "train_infrared": train["infrared"]["images"], **report.protocol}
     diff = [f"{k} {found[k]} (official {v})" for k, v in SYSU_OFFICIAL.items() if found.get(k) != v]
     if diff:
-        report.warnings.append("counts differ from the unmodified SYSU-MM01 (protocols TV-11): " + ", ".join(diff)
+        report.warnings.append("counts differ from the unmodified SYSU-MM01 "
+                               "(TV-11, docs/reference/protocols.md#tv-11): " + ", ".join(diff)
                                + "; fine for a subset, otherwise this copy is modified or incomplete")
     else:
-        report.checks.append("counts equal the unmodified SYSU-MM01 (TV-11)")
+        report.checks.append("counts equal the unmodified SYSU-MM01 (TV-11, docs/reference/protocols.md#tv-11)")
 
 
 def _compare_manifest(report: CheckReport, ds: Any, path: Path) -> None:

@@ -2,8 +2,8 @@
 
 Layout: EvalResults.protocols[protocol name] -> ProtocolResult (what was evaluated) whose
 `features[label]` -> FeatureResult (one feature kind, plain or "+rerank") holding TrialResults.
-Means are arithmetic over trials (TV-15); std is the SAMPLE standard deviation (ddof = 1, the
-spread of the gallery-sampling estimate), 0.0 for a single trial.
+Means are arithmetic over trials (docs/reference/protocols.md#tv-15); std is the SAMPLE standard
+deviation (ddof = 1, the spread of the gallery-sampling estimate), 0.0 for a single trial.
 """
 
 from __future__ import annotations

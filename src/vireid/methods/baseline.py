@@ -1,4 +1,4 @@
-"""The strong baseline: two-stream AGW network (base / agw / caj variants), specs/methods/baseline.md."""
+"""The strong baseline: two-stream AGW network (base / agw / caj variants), docs/reference/methods.md#baseline."""
 
 from __future__ import annotations
 

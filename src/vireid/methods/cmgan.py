@@ -1,4 +1,4 @@
-"""cmGAN (Dai et al., IJCAI 2018): shared ResNet + ID head vs a modality discriminator, specs/methods/cmgan.md.
+"""cmGAN (Dai et al., IJCAI 2018): shared ResNet + ID head vs a modality discriminator, docs/methods/cmgan.md.
 
 The generator (backbone + two-layer ID head) minimises l_gen - gamma * l_dis with
 l_gen = alpha * cross-modality triplet + beta * ID cross-entropy; the modality discriminator
@@ -46,7 +46,7 @@ BN_FEATURES = ("pool", "hidden")
 
 @dataclass
 class CmGANOptions(MethodOptions):
-    """cmGAN's options; paper values unless marked (spec 6.3-6.4)."""
+    """cmGAN's options; paper values unless marked (docs/reference/methods.md#cmgan-6-3, #cmgan-6-4)."""
 
     name: str = "cmgan"
     mode: str = "split"  # split | literal (see the module docstring)
@@ -66,7 +66,10 @@ class CmGANOptions(MethodOptions):
 
 
 def is_discriminator_step(counter: int, every: int) -> bool:
-    """True when `counter` mod K == 0: with K = 5, e = 0, 5, 10, ... are D-steps (spec 6.8.2)."""
+    """True when `counter` mod K == 0: with K = 5, e = 0, 5, 10, ... are D-steps.
+
+    See docs/reference/methods.md#cmgan-6-8-2.
+    """
     if every < 1:
         raise ConfigError(f"method.alternate_every (K) must be >= 1, got {every}")
     return int(counter) % int(every) == 0
@@ -193,7 +196,10 @@ class CmGAN(Method):
                       "id_acc": id_acc}
 
     def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
-        """One G-step or D-step (spec 6.3 alternation); returns the same scalar keys on every step."""
+        """One G-step or D-step (docs/reference/methods.md#cmgan-6-3).
+
+        Returns the same scalar keys on every step.
+        """
         opts: CmGANOptions = self.cfg.method
         self._check_batch(batch)
         counter = step.global_step if opts.alternate_over == "iterations" else step.epoch

@@ -1,4 +1,4 @@
-"""LbA, Learning by Aligning (Park et al., ICCV'21): two-stream ResNet + CMAlign, specs/methods/lba.md.
+"""LbA, Learning by Aligning (Park et al., ICCV'21): two-stream ResNet + CMAlign, docs/methods/lba.md.
 
 Training: L = CE + batch-hard triplet (pre-BN GeM) + lambda_IC (CE_ic3 + CE_ic4) + lambda_DT (DT3 + DT4),
 where CMAlign (parameter-free, training only) reconstructs each image's layer3 and layer4 maps from
@@ -26,7 +26,7 @@ ALIGN_STAGES = ("layer3", "layer4")
 
 @dataclass
 class LbAOptions(MethodOptions):
-    """LbA's switches; defaults are the official code's (lba.md 5.2)."""
+    """LbA's switches; defaults are the official code's (docs/reference/methods.md#lba-5-2)."""
 
     name: str = "lba"
     margin: float = 0.3  # batch-hard triplet of L_ID

@@ -1,6 +1,6 @@
 """MPANet (Wu et al., CVPR 2021): modality alleviation + pattern alignment + mutual mean learning.
 
-specs/methods/mpanet.md. One-stream ResNet, MAM after layer3 and layer4, PAM with l pattern maps,
+docs/reference/methods.md#mpanet-4. One-stream ResNet, MAM after layer3 and layer4, PAM with l pattern maps,
 a BN-neck over the (l + 1) * C feature, a shared identity classifier, one classifier per modality and
 an EMA ("mean") copy of each. `faithful_to` picks the official code's loss formulas (default, they
 produced the published numbers) or the paper's where the two disagree; docs/methods/mpanet.md lists them.
@@ -29,7 +29,7 @@ LOSS_PARTS = ("sep", "cc", "ce", "ce_v", "ce_r", "kl")
 
 @dataclass
 class MPANetOptions(MethodOptions):
-    """Options of MPANet; defaults are the official SYSU config (specs/methods/mpanet.md 4.2)."""
+    """Options of MPANet; defaults are the official SYSU config (docs/reference/methods.md#mpanet-4-2)."""
 
     name: str = "mpanet"
     faithful_to: str = "code"  # code | paper: KL direction/normalisation, L_sid weight, L_id averaging
@@ -52,7 +52,10 @@ def sid_weight(opts: MPANetOptions) -> float:
 
 
 def total_loss(parts: "dict[str, torch.Tensor | float]", opts: MPANetOptions) -> "torch.Tensor | float":
-    """L = w_sep L_sep + w_cc L_cc + w_id L_id + sid_weight (L_sid_v + L_sid_r) + w_kl L_KL (spec 4.2)."""
+    """L = w_sep L_sep + w_cc L_cc + w_id L_id + sid_weight (L_sid_v + L_sid_r) + w_kl L_KL.
+
+    See docs/reference/methods.md#mpanet-4-2.
+    """
     missing = [k for k in LOSS_PARTS if k not in parts]
     if missing:
         raise ValueError(f"total_loss needs the parts {LOSS_PARTS}, missing {missing}")

@@ -95,7 +95,8 @@ def sample_per_pid_cam(groups: dict[tuple[int, int], list[Sample]], pids: Sequen
                        rng: random.Random, shots: int = 1) -> list[Sample]:
     """AGW draw: identities sorted, cameras in the given order, one rng.choice per existing folder.
 
-    Multi-shot draws rng.sample(files, min(shots, n)) instead (no reference code has it, P4).
+    Multi-shot draws rng.sample(files, min(shots, n)) instead (no reference code has it,
+    docs/reference/protocols.md#p4).
     Missing folders consume no random numbers, exactly as the reference loop.
     """
     out: list[Sample] = []

@@ -1,12 +1,13 @@
-"""LLCM evaluation (protocols.md section 5): 10 gallery samplings of one model, both directions.
+"""LLCM evaluation (docs/reference/protocols.md#sec-5): 10 gallery samplings of one model, both directions.
 
 Query: every test image of the query modality (sorted identity, camera, file). Gallery of trial t
 (t = 0..9): a private random.Random(t), identities sorted, one rng.choice(sorted files) per
 existing (identity, camera) folder of the gallery modality (VIS cameras 1..9, NIR 1, 2, 4..9).
 Rule "same_pid_same_cam", identity-level CMC.
 
-"visible_to_ir_transposed" reproduces the released DEEN test script (P12): the sampled NIR set is
-the query and every VIS test image the gallery. It is labelled as such in names and reports.
+"visible_to_ir_transposed" reproduces the released DEEN test script (docs/reference/protocols.md#p12):
+the sampled NIR set is the query and every VIS test image the gallery. It is labelled as such in
+names and reports.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def llcm_protocol(test_samples: Sequence[Sample], root: "str | Path | None" = No
         rule="same_pid_same_cam", cmc_kind="identity",
         build=lambda: llcm_trials(samples, direction, trials),
         notes=(f"{TRANSPOSED_LABEL}: sampled NIR queries against all VIS test images; not the VIS->IR protocol "
-               "of the paper (P12)") if transposed else "",
+               "of the paper (docs/reference/protocols.md#p12)") if transposed else "",
     )
 
 

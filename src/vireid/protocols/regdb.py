@@ -1,4 +1,4 @@
-"""RegDB evaluation (protocols.md section 4): one split per trained model, both directions.
+"""RegDB evaluation (docs/reference/protocols.md#sec-4): one split per trained model, both directions.
 
 Query: every test image of one modality; gallery: every test image of the other (no sampling).
 Rule "none", image-level CMC. The 10 splits are 10 models: run one per split and merge the
@@ -59,7 +59,7 @@ def regdb_protocol(test_samples: Sequence[Sample], root: "str | Path | None" = N
         dataset="regdb", name=regdb_key(direction), options={"trial": trial, "direction": direction},
         direction=direction, gallery_sampler="none (all test images)", rule="none", cmc_kind="image",
         build=lambda: regdb_trials(samples, direction, trial),
-        notes=f"split {trial}: evaluate the model trained on split {trial} only (P10)",
+        notes=f"split {trial}: evaluate the model trained on split {trial} only (docs/reference/protocols.md#p10)",
     )
 
 

@@ -1,4 +1,6 @@
-"""SYSU-MM01 evaluation: all/indoor search, single/multi-shot, AGW or official galleries (protocols.md 2.5-2.6).
+"""SYSU-MM01 evaluation: all/indoor search, single/multi-shot, AGW or official galleries.
+
+Protocol facts: docs/reference/protocols.md#sec-2-5 (official) and #sec-2-6 (AGW).
 
 Query: every infrared test image (cam3 then cam6 per identity, sorted file names), the same for
 both modes. Gallery of trial t (t = 0..9), one per (identity, visible camera) folder:
@@ -96,7 +98,8 @@ def sysu_gallery_official(test_samples: Sequence[Sample], mode: str, trial: int,
                 if sample is None:
                     raise DatasetError(
                         f"{source} (row {trial + 1}) picks cam{cam}/{pid:04d}/{int(number):04d}.jpg but the test "
-                        "set has no such image; the dataset copy does not match the official split (P27); "
+                        "set has no such image; the dataset copy does not match the official split "
+                        "(docs/reference/protocols.md#p27); "
                         "restore the original files or use gallery_sampler='agw'")
                 out.append(sample)
     return out

@@ -1,4 +1,7 @@
-"""LLCM reader: idx/train_{vis,nir}.txt, idx/test_id.txt, test_{vis,nir}/cam<k>/<pid>/ (protocols.md section 5)."""
+"""LLCM reader: idx/train_{vis,nir}.txt, idx/test_id.txt, test_{vis,nir}/cam<k>/<pid>/.
+
+Dataset facts: docs/reference/protocols.md#sec-5.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""RegDB reader: Visible|Thermal/<pid>/*.bmp listed by idx/{train,test}_{visible,thermal}_<t>.txt (protocols.md 4)."""
+"""RegDB reader: Visible|Thermal/<pid>/*.bmp listed by idx/{train,test}_{visible,thermal}_<t>.txt.
+
+Dataset facts: docs/reference/protocols.md#sec-4.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""SYSU-MM01 reader: cam1..cam6/<pid>/<nnnn>.jpg plus exp/{train,val,test}_id.txt (protocols.md section 2)."""
+"""SYSU-MM01 reader: cam1..cam6/<pid>/<nnnn>.jpg plus exp/{train,val,test}_id.txt.
+
+Dataset facts: docs/reference/protocols.md#sec-2.
+"""
 
 from __future__ import annotations
 
@@ -99,7 +102,7 @@ class SYSUMM01:
             "manifest": manifest,
             "checks": [
                 "root and exp/ split files present and parseable",
-                "camera folders are exactly cam1..cam6 (no cam7, cam8: P27)",
+                "camera folders are exactly cam1..cam6 (no cam7, cam8: docs/reference/protocols.md#p27)",
                 "train, val and test ids are disjoint",
                 "every split id has images in at least one camera",
                 "every training id has visible and infrared images",

@@ -1,0 +1,68 @@
+"""CLI habits a user expects: overrides after the options, on/off values as strings, one KEY=VALUE parser."""
+
+from __future__ import annotations
+
+import pytest
+
+from vireid.cli import build_parser, parse_args
+from vireid.config import load_config, parse_key_values
+from vireid.core import ConfigError
+from vireid.runs import RunDir, read_checkpoint
+
+from tests.engine_fixtures import config_args, make_tiny_sysu
+
+
+def test_overrides_may_follow_the_options():
+    args = parse_args(build_parser(), ["train", "cfg.yaml", "a.b=1", "--out", "runs/x", "train.epochs=1",
+                                       "train.amp=off", "--no-progress"])
+    assert args.out == "runs/x" and args.no_progress
+    assert args.overrides == ["a.b=1", "train.epochs=1", "train.amp=off"]
+
+
+def test_unknown_options_are_still_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(build_parser(), ["train", "cfg.yaml", "--out", "x", "--epochs", "3"])
+    assert "unrecognized arguments: --epochs 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a command without overrides takes no stray words
+        parse_args(build_parser(), ["eval", "runs/x", "mode=indoor"])
+
+
+def test_train_with_overrides_after_out_and_amp_off(tmp_path):
+    from vireid.cli import main
+
+    data = make_tiny_sysu(tmp_path / "sysu")
+    cfg, *overrides = config_args(data)
+    run = tmp_path / "x"
+    assert main(["train", cfg, "--out", str(run), "--no-progress", *overrides, "train.epochs=1", "train.amp=off"]) == 0
+    saved = read_checkpoint(RunDir(run).checkpoint("last"))
+    assert saved["epoch"] == 0 and saved["config"]["train"]["amp"] == "off"
+
+
+def test_on_off_yes_no_are_strings_for_string_keys_and_booleans_for_boolean_keys(tmp_path):
+    cfg = load_config(None, ["train.amp=off", "train.progress=off", "train.deterministic=yes", "eval.flip=on"])
+    assert cfg.train.amp == "off"
+    assert cfg.train.progress is False and cfg.train.deterministic is True and cfg.eval.flip is True
+    (tmp_path / "c.yaml").write_text("train:\n  amp: off\n  progress: no\n")
+    from_file = load_config(tmp_path / "c.yaml")
+    assert from_file.train.amp == "off" and from_file.train.progress is False
+    with pytest.raises(ConfigError, match=r"config key 'train.progress' expects bool, got 'maybe'"):
+        load_config(None, ["train.progress=maybe"])
+
+
+def test_one_key_value_parser_for_options_and_overrides():
+    assert parse_key_values(["mode=indoor", "trials=3", "flip=off", "x="]) == {
+        "mode": "indoor", "trials": 3, "flip": "off", "x": ""}
+    with pytest.raises(ConfigError, match=r"--option 'mode': expected KEY=VALUE, e.g. --option trial=3"):
+        parse_key_values(["mode"])
+    with pytest.raises(ConfigError, match=r"override 'train.epochs': expected KEY=VALUE"):
+        load_config(None, ["train.epochs"])
+
+
+def test_reader_options_have_a_shorthand_under_data():
+    cfg = load_config(None, ["data.name=regdb", "data.trial=7"])
+    assert cfg.data.options == {"trial": 7} and cfg.data.trial == 7
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.options.trail'; did you mean "
+                                          r"'data.options.trial'\? Valid keys here: trial"):
+        load_config(None, ["data.name=regdb", "data.options.trail=7"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.trial'"):
+        load_config(None, ["data.name=sysu", "data.trial=7"])  # not an option of the sysu reader
