@@ -150,7 +150,7 @@ def main() -> None:
         for v in _ints(values):
             index.params[key] = v
             got, qps = timed_search(index, q, args.topk, args.cross_modal)
-            recall = float(np.mean([len(a & b) / args.topk for a, b in zip(got, truth)]))
+            recall = float(np.mean([len(a & b) / args.topk for a, b in zip(got, truth, strict=True)]))
             print(f"{kind:5s} {f'{key} {v}':>22s} {'':8s} {qps:10.1f} {recall:9.3f} {qps / ref_qps:8.1f}x "
                   f"{qps / exact_qps:7.1f}x", flush=True)
             for name, reference in references.items():

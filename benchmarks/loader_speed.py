@@ -41,7 +41,8 @@ def write_dataset(root: Path, n_ids: int, per: int, size: tuple[int, int]) -> li
 
 def measure(dataset: ReIDDataset, cfg: Config, cache_dir: Path, epochs: int) -> float:
     """Images per second over `epochs` epochs (after one warm-up batch)."""
-    loader, sampler = build_train_loader(dataset, cfg.data, cfg.sampler, cfg.augment, cache_dir=cache_dir, seed=0, progress=False)
+    loader, sampler = build_train_loader(dataset, cfg.data, cfg.sampler, cfg.augment, cache_dir=cache_dir, seed=0,
+                                         progress=False)
     sampler.set_epoch(0)
     next(iter(loader))  # start workers outside the timed region
     n, start = 0, time.perf_counter()

@@ -216,7 +216,8 @@ def main() -> None:
     else:
         print(f"{s['requests']} POST /search, {s['concurrency']} concurrent, top-{args.topk}, "
               f"{len(queries)} distinct query images")
-        print(f"ok {s['ok']}  errors {s['errors']}  wall {s['wall_s']:.2f} s  throughput {s['throughput_rps']:.1f} req/s")
+        print(f"ok {s['ok']}  errors {s['errors']}  wall {s['wall_s']:.2f} s  "
+              f"throughput {s['throughput_rps']:.1f} req/s")
         print(f"latency p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f} ms  max {s['max_ms']:.1f} ms")
     for err in sorted(set(report.errors))[:5]:
         print(f"error: {err}", file=sys.stderr)

@@ -52,7 +52,8 @@ def main() -> None:
                       [f"data.root={root}", f"data.height={args.height}", f"data.width={args.width}",
                        f"data.num_workers={args.workers}", "train.progress=false"])
     dataset = ensure_dataset(cfg, progress=False)
-    loader, sampler = build_train_loader(dataset, cfg.data, cfg.sampler, cfg.augment, cache_dir=Path("runs/.cache"), seed=0, progress=False)
+    loader, sampler = build_train_loader(dataset, cfg.data, cfg.sampler, cfg.augment, cache_dir=Path("runs/.cache"),
+                                         seed=0, progress=False)
     sampler.set_epoch(0)
     it = iter(loader)
     batches = [next(it) for _ in range(4)]

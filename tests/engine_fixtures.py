@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vireid.config import Config, load_config
-
 from tests.helpers import REPO, TINY_OVERRIDES
+from vireid.config import Config, load_config
 
 
 def make_tiny_sysu(root: Path, train_ids=range(1, 7), val_ids=range(7, 9), test_ids=range(9, 13), per_cam: int = 2,

@@ -12,8 +12,14 @@ import torch
 from vireid.config import load_config
 from vireid.core import ConfigError, TrainingError
 from vireid.engine.stepper import TrainStepper
-from vireid.losses.cmgan import (generator_loss, generator_objective, literal_discriminator_objective,
-                                 modality_accuracy, modality_cross_entropy, split_discriminator_objective)
+from vireid.losses.cmgan import (
+    generator_loss,
+    generator_objective,
+    literal_discriminator_objective,
+    modality_accuracy,
+    modality_cross_entropy,
+    split_discriminator_objective,
+)
 from vireid.methods import build_method
 from vireid.methods.cmgan import is_discriminator_step
 from vireid.models.discriminator import IdHead, ModalityDiscriminator
@@ -48,7 +54,7 @@ def _snapshot(params) -> list[torch.Tensor]:
 
 
 def _changed(before: list[torch.Tensor], params) -> bool:
-    return any(not torch.equal(b, p.detach()) for b, p in zip(before, params))
+    return any(not torch.equal(b, p.detach()) for b, p in zip(before, params, strict=True))
 
 
 # ---------------------------------------------------------------- docs/reference/methods.md#cmgan-6-8 numbers
@@ -110,7 +116,8 @@ def test_heads_have_the_documented_layers():
     x = torch.ones(2, 4)
     hidden, _ = leaky(x)
     assert torch.equal(hidden, torch.full((2, 2), -4.0))
-    assert torch.allclose(leaky.act(hidden), torch.full((2, 2), -0.4))  # slope 0.1: a negative unit still passes gradient
+    # slope 0.1: a negative unit still passes gradient
+    assert torch.allclose(leaky.act(hidden), torch.full((2, 2), -0.4))
     with pytest.raises(ValueError, match="IdHead activation must be one of"):
         IdHead(4, 3, activation="tanh")
     assert ModalityDiscriminator(8, hidden=[16]).widths == (8, 16, 2)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.test_datasets_layouts import make_llcm, make_regdb, make_sysu, write_image
-
 from vireid.cli import main  # noqa: E402
 from vireid.core import Modality, Sample  # noqa: E402
 from vireid.data.check import check_dataset  # noqa: E402
@@ -161,7 +160,7 @@ def test_synthetic_layouts_match_their_manifest(tmp_path, layout):
     if layout == "regdb":  # RegDB reads its idx lists; drop the line too so only the count differs
         idx = out / "idx" / "test_visible_1.txt"
         rel = victim.relative_to(out).as_posix()
-        idx.write_text("".join(l + "\n" for l in idx.read_text().splitlines() if not l.startswith(rel + " ")))
+        idx.write_text("".join(line + "\n" for line in idx.read_text().splitlines() if not line.startswith(rel + " ")))
     victim.unlink()
     report = check_dataset(layout, out, progress=False)
     assert not report.ok

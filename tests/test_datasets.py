@@ -9,12 +9,11 @@ import pytest
 from PIL import Image
 
 from tests.test_datasets_layouts import make_folder, make_llcm, make_regdb, make_sysu, write_image
-
 from vireid.core import ConfigError, DatasetError, Modality  # noqa: E402
 from vireid.data.datasets import load_dataset  # noqa: E402
 from vireid.data.images import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
 
-V, I = Modality.VISIBLE, Modality.INFRARED
+V, IR = Modality.VISIBLE, Modality.INFRARED
 
 
 def by_mod(samples, modality):
@@ -28,7 +27,7 @@ def test_sysu_default_train_plus_val_counts_and_labels(tmp_path):
     ds = load_dataset("sysu", make_sysu(tmp_path / "SYSU"))
     # train ids 1,2 + val id 3; 6 cameras x 2 images each
     assert len(by_mod(ds.train, V)) == 3 * 4 * 2
-    assert len(by_mod(ds.train, I)) == 3 * 2 * 2
+    assert len(by_mod(ds.train, IR)) == 3 * 2 * 2
     assert ds.label_map == {1: 0, 2: 1, 3: 2}
     assert ds.val == []
     assert len(ds.test) == 2 * 6 * 2 and {s.pid for s in ds.test} == {4, 5}
@@ -36,7 +35,7 @@ def test_sysu_default_train_plus_val_counts_and_labels(tmp_path):
     assert ds.info["rgb_cams"] == [1, 2, 4, 5] and ds.info["ir_cams"] == [3, 6]
     assert ds.info["layout"] == "sysu" and ds.info["synthetic"] is False and ds.info["manifest"] is None
     assert {s.camid for s in by_mod(ds.train, V)} == {1, 2, 4, 5}
-    assert {s.camid for s in by_mod(ds.train, I)} == {3, 6}
+    assert {s.camid for s in by_mod(ds.train, IR)} == {3, 6}
 
 
 def test_sysu_order_matches_agw_listing(tmp_path):
@@ -48,7 +47,7 @@ def test_sysu_order_matches_agw_listing(tmp_path):
     expected_ir = [str(root / f"cam{c}" / f"{pid:04d}" / f"{i:04d}.jpg")
                    for pid in (2, 7, 10) for c in (3, 6) for i in (1, 2)]
     assert [s.path for s in by_mod(ds.train, V)] == expected_rgb
-    assert [s.path for s in by_mod(ds.train, I)] == expected_ir
+    assert [s.path for s in by_mod(ds.train, IR)] == expected_ir
     assert ds.train_labels()[:8] == [0] * 8
 
 
@@ -111,9 +110,9 @@ def test_regdb_counts_pids_from_folders_not_labels(tmp_path):
     assert ds.label_map == {10: 0, 20: 1, 30: 2}
     # idx test labels are 0,1 (re-indexed); pids must still be the folder numbers
     assert {s.pid for s in ds.test} == {40, 50}
-    assert len(by_mod(ds.train, V)) == 6 and len(by_mod(ds.train, I)) == 6
-    assert len(by_mod(ds.test, V)) == 4 and len(by_mod(ds.test, I)) == 4
-    assert {s.camid for s in by_mod(ds.train, V)} == {1} and {s.camid for s in by_mod(ds.train, I)} == {2}
+    assert len(by_mod(ds.train, V)) == 6 and len(by_mod(ds.train, IR)) == 6
+    assert len(by_mod(ds.test, V)) == 4 and len(by_mod(ds.test, IR)) == 4
+    assert {s.camid for s in by_mod(ds.train, V)} == {1} and {s.camid for s in by_mod(ds.train, IR)} == {2}
     assert ds.info["trial"] == 1 and ds.info["idx_labels"]["test"] == {40: 0, 50: 1}
     assert ds.train[0].path.endswith("Visible/10/male_front_v_00001_10.bmp")
 
@@ -145,9 +144,9 @@ def test_regdb_inconsistent_labels_name_the_line(tmp_path):
 def test_llcm_counts_and_cameras(tmp_path):
     ds = load_dataset("llcm", make_llcm(tmp_path / "LLCM"))
     assert ds.label_map == {1: 0, 2: 1, 3: 2}
-    assert len(by_mod(ds.train, V)) == 3 * 3 * 2 and len(by_mod(ds.train, I)) == 3 * 3 * 2
-    assert {s.camid for s in by_mod(ds.train, I)} == {1, 2, 4}
-    assert len(by_mod(ds.test, V)) == 2 * 3 * 2 and len(by_mod(ds.test, I)) == 2 * 3 * 2
+    assert len(by_mod(ds.train, V)) == 3 * 3 * 2 and len(by_mod(ds.train, IR)) == 3 * 3 * 2
+    assert {s.camid for s in by_mod(ds.train, IR)} == {1, 2, 4}
+    assert len(by_mod(ds.test, V)) == 2 * 3 * 2 and len(by_mod(ds.test, IR)) == 2 * 3 * 2
     assert ds.info["rgb_cams"] == [1, 2, 3] and ds.info["ir_cams"] == [1, 2, 4]  # no nir cam3
     assert ds.info["split_ids"] == {"train": [1, 2, 3], "test": [4, 5]}
 
@@ -161,7 +160,7 @@ def test_llcm_pid_from_name_prefix_and_camera_from_folder(tmp_path):
             f.write(f"{rel} 1\n")
     ds = load_dataset("llcm", root)
     nine = [(s.pid, s.camid, s.modality) for s in ds.train if s.pid == 9]
-    assert sorted(nine, key=lambda t: t[2].value) == [(9, 7, I), (9, 7, V)]
+    assert sorted(nine, key=lambda t: t[2].value) == [(9, 7, IR), (9, 7, V)]
     assert ds.label_map == {1: 0, 9: 1}
 
 
@@ -186,7 +185,7 @@ def test_folder_reader_aliases_and_splits_json(tmp_path):
     ds = load_dataset("folder", root)
     assert ds.label_map == {1: 0, 2: 1}
     assert {s.pid for s in ds.test} == {3, 4} and len(ds.test) == 2 * 2 * 2
-    assert {(s.camid, s.modality) for s in ds.train} == {(1, V), (2, I)}
+    assert {(s.camid, s.modality) for s in ds.train} == {(1, V), (2, IR)}
     (root / "splits.json").write_text(json.dumps({"train": [1, 2, 9], "test": [2, 3]}))
     with pytest.raises(DatasetError) as err:
         load_dataset("folder", root)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from PIL import Image
 
 SYSU_CAMS = (1, 2, 3, 4, 5, 6)
 
 
-@lru_cache(maxsize=None)
+@cache
 def image_bytes(fmt: str = "JPEG", mode: str = "RGB") -> bytes:
     """A 16x8 (H x W) image encoded once; every fake file is a copy of it."""
     img = Image.new(mode, (8, 16), color=(90, 140, 200) if mode == "RGB" else 128)
@@ -37,7 +37,7 @@ def make_sysu(
     val: Iterable[int] = (3,),
     test: Iterable[int] = (4, 5),
     n: int = 2,
-    cams: "Mapping[int, Iterable[int]] | None" = None,
+    cams: Mapping[int, Iterable[int]] | None = None,
 ) -> Path:
     """SYSU-MM01 layout: cam1..cam6/<pid:04d>/<nnnn>.jpg and exp/*_id.txt; `cams` overrides a pid's cameras."""
     cams = dict(cams or {})
@@ -63,7 +63,7 @@ def make_regdb(root: Path, train: Iterable[int] = (1, 2, 3), test: Iterable[int]
     for split, pids in (("train", list(train)), ("test", list(test))):
         lines = {"visible": [], "thermal": []}
         for label, pid in enumerate(pids):
-            for i in range(n):
+            for _ in range(n):
                 serial += 1
                 for key, folder, letter in (("visible", "Visible", "v"), ("thermal", "Thermal", "t")):
                     rel = f"{folder}/{pid}/male_front_{letter}_{serial:05d}_{pid}.bmp"
@@ -77,7 +77,8 @@ def make_regdb(root: Path, train: Iterable[int] = (1, 2, 3), test: Iterable[int]
 
 def make_llcm(root: Path, train: Iterable[int] = (1, 2, 3), test: Iterable[int] = (4, 5), n: int = 2,
               vis_cams: Iterable[int] = (1, 2, 3), nir_cams: Iterable[int] = (1, 2, 4)) -> Path:
-    """LLCM layout: idx/train_{vis,nir}.txt (images under {vis,nir}/<pid>/), idx/test_id.txt, test_{vis,nir}/camK/<pid>/."""
+    """LLCM layout: idx/train_{vis,nir}.txt (images under {vis,nir}/<pid>/), idx/test_id.txt,
+    test_{vis,nir}/camK/<pid>/."""
     (root / "idx").mkdir(parents=True, exist_ok=True)
     lines = {"vis": [], "nir": []}
     for label, pid in enumerate(train):
@@ -101,7 +102,7 @@ def make_llcm(root: Path, train: Iterable[int] = (1, 2, 3), test: Iterable[int] 
 
 
 def make_folder(root: Path, ids: Iterable[int] = (1, 2, 3), n: int = 2,
-                layout: "Mapping[str, Iterable[str]] | None" = None) -> Path:
+                layout: Mapping[str, Iterable[str]] | None = None) -> Path:
     """Folder layout: <modality>/<camera>/<pid>/*.jpg; default visible/cam1, visible/cam2 and infrared/3."""
     layout = layout or {"visible": ("cam1", "cam2"), "infrared": ("3",)}
     for pid in ids:

@@ -59,7 +59,7 @@ def test_two_rank_training_and_evaluation(tmp_path):
         for kind, fa in pa["features"].items():
             fb = pb["features"][kind]
             # features come from differently sized batches on 2 ranks: equal up to float rounding
-            for ta, tb in zip(fa["trials"], fb["trials"]):
+            for ta, tb in zip(fa["trials"], fb["trials"], strict=True):
                 assert ta["num_query"] == tb["num_query"] and ta["num_gallery"] == tb["num_gallery"]
                 for metric in ("rank1", "rank5", "mAP", "mINP"):
                     assert abs(ta[metric] - tb[metric]) < 1e-6, (key, kind, metric, ta[metric], tb[metric])

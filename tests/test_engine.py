@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.engine_fixtures import config_args, make_tiny_sysu, tiny_train_config
 from vireid.cli import main as cli_main
 from vireid.core import CheckpointError, TrainingError
-from vireid.runs import RunDir, load_model_state, read_checkpoint
 from vireid.engine.trainer import Trainer
-
-from tests.engine_fixtures import config_args, make_tiny_sysu, tiny_train_config
+from vireid.runs import RunDir, load_model_state, read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +131,7 @@ def test_validation_rank1_equals_a_direct_ranking_of_the_checkpoint(data_root, t
     import numpy as np
 
     from vireid.engine.evaluate import validation_trial
-    from vireid.inference import load_trained
-    from vireid.inference import make_extractor
+    from vireid.inference import load_trained, make_extractor
     from vireid.metrics import evaluate_ranking
 
     run = tmp_path / "run"

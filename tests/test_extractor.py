@@ -8,10 +8,9 @@ import torch
 from PIL import Image
 
 import vireid
+from tests.test_serve_helpers import trained_run
 from vireid.core import CheckpointError, ConfigError, Modality, ModalityError, Sample
 from vireid.inference import FeatureExtractor
-
-from tests.test_serve_helpers import trained_run
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from vireid.core import GalleryIndexError, Modality
 from vireid.serve.index import GalleryIndex, IndexItem
 
-V, I = Modality.VISIBLE, Modality.INFRARED
+V, IR = Modality.VISIBLE, Modality.INFRARED
 
 
 def _unit(rng, n, d):
@@ -22,7 +22,7 @@ def _unit(rng, n, d):
 
 
 def _items(n):
-    return [IndexItem(path=f"/g/{i}.jpg", modality=V if i % 2 == 0 else I, camera=1 + i % 2, pid=i // 2,
+    return [IndexItem(path=f"/g/{i}.jpg", modality=V if i % 2 == 0 else IR, camera=1 + i % 2, pid=i // 2,
                       tags={"i": i}) for i in range(n)]
 
 
@@ -55,8 +55,8 @@ def test_search_equals_brute_force_and_filters_modalities():
         assert [h.id for h in hits] == list(np.argsort(-full[qi], kind="stable")[:5])
     vis = idx.search(q, topk=50, modality="visible")
     assert all(len(h) == 20 and all(x.item.modality is V for x in h) for h in vis)
-    cross = idx.search(q, topk=4, cross_modal_only=True, query_modality=[V, I, "ir"])
-    assert [x.item.modality for x in cross[0]] == [I] * 4
+    cross = idx.search(q, topk=4, cross_modal_only=True, query_modality=[V, IR, "ir"])
+    assert [x.item.modality for x in cross[0]] == [IR] * 4
     assert [x.item.modality for x in cross[1]] == [V] * 4
     assert [x.item.modality for x in cross[2]] == [V] * 4
     with pytest.raises(ValueError, match="cross_modal_only needs query_modality"):
@@ -163,14 +163,14 @@ def test_faiss_kinds_agree_with_exact_search(kind, tmp_path):
     exact, approx = _index(n=400, d=16), _index(n=400, d=16, kind=kind)
     approx.params["nprobe"] = 1000  # probe every list: the IVF result must then be exact
     q = _unit(np.random.default_rng(5), 10, 16)
-    want = [[h.id for h in r] for r in exact.search(q, 5, modality=I)]
-    got = [[h.id for h in r] for r in approx.search(q, 5, modality=I)]
-    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(want, got)])
+    want = [[h.id for h in r] for r in exact.search(q, 5, modality=IR)]
+    got = [[h.id for h in r] for r in approx.search(q, 5, modality=IR)]
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(want, got, strict=True)])
     assert recall >= 0.9
     out = approx.save(tmp_path / kind)
     assert (out / "index.faiss").is_file()
     back = GalleryIndex.open(out)
-    assert back.kind == kind and [[h.id for h in r] for r in back.search(q, 5, modality=I)] == got
+    assert back.kind == kind and [[h.id for h in r] for r in back.search(q, 5, modality=IR)] == got
     # FAISS and SQLite disagreeing in count is refused with the numbers
     import faiss
 
@@ -190,7 +190,7 @@ def _reference_topk(q, vecs, codes, topk, want):
     return out
 
 
-@pytest.mark.parametrize("want", [None, V, I])
+@pytest.mark.parametrize("want", [None, V, IR])
 def test_exact_search_with_heavy_ties_equals_reference(want):
     rng = np.random.default_rng(3)
     # 6 distinct vectors repeated: every score is tied many times over, also at the k-th place. Entries are
@@ -213,7 +213,8 @@ def test_exact_search_mixed_filters_in_one_batch_and_one_modality_empty():
     q = np.repeat(_unit(rng, 1, 8), 3, axis=0)
     res = idx.search(q, 4, modality=[None, "infrared", "visible"])
     assert [len(r) for r in res] == [4, 0, 4]  # no infrared item: an empty list, not an error
-    assert [h.id for h in res[0]] == [h.id for h in res[2]] == _reference_topk(q[:1], idx.vectors, idx._codes, 4, None)[0]
+    assert ([h.id for h in res[0]] == [h.id for h in res[2]]
+            == _reference_topk(q[:1], idx.vectors, idx._codes, 4, None)[0])
 
 
 def test_index_parameters_are_checked():
@@ -247,7 +248,7 @@ def test_batched_approximate_search_equals_one_query_at_a_time(kind):
     q = _unit(np.random.default_rng(6), 40, 16)
     mods = [None, "visible", "infrared", None] * 10
     batched = [[h.id for h in r] for r in idx.search(q, 8, modality=mods)]
-    single = [[h.id for h in idx.search(qi, 8, modality=m)[0]] for qi, m in zip(q, mods)]
+    single = [[h.id for h in idx.search(qi, 8, modality=m)[0]] for qi, m in zip(q, mods, strict=True)]
     assert batched == single
     assert all(len(r) == 8 for r in batched)
-    assert all(idx.item(i).modality is Modality.parse(m) for r, m in zip(batched, mods) if m for i in r)
+    assert all(idx.item(i).modality is Modality.parse(m) for r, m in zip(batched, mods, strict=True) if m for i in r)

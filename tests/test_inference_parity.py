@@ -9,14 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import tiny_config
 from vireid.config import config_to_dict
 from vireid.core import Modality, Sample
 from vireid.data.transforms import eval_image
 from vireid.inference import FeatureExtractor, make_extractor
 from vireid.methods import available_methods, build_method
 from vireid.runs import save_checkpoint
-
-from tests.helpers import tiny_config
 
 TOLERANCE = 1e-5
 NUM_CLASSES = 6

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from vireid.config import load_config
 from vireid.core import Batch, ConfigError, Modality, TrainingError
-from vireid.optim import lr_factor
 from vireid.losses.lba import dense_triplet, dense_triplet_map, id_consistency, lba_objective
 from vireid.methods import build_method
 from vireid.models import BNNeck, Classifier, ResNetBackbone
@@ -30,10 +29,11 @@ from vireid.models.cmalign import (
     reconstruct,
     soft_warp,
 )
+from vireid.optim import lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.arch=resnet18", "model.pretrained=none", "data.height=32", "data.width=16", "train.device=cpu"]
-V, I = Modality.VISIBLE.code, Modality.INFRARED.code
+V, IR = Modality.VISIBLE.code, Modality.INFRARED.code
 
 
 def _cfg(preset: str = "synthetic", *overrides: str):
@@ -48,7 +48,7 @@ def _method(*overrides: str, num_classes: int = 8, seed: int = 0):
 def _agw_layout(p: int = 8, k: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """labels, modalities of a P x K visible + the same P x K infrared batch (sampler kind agw)."""
     labels = torch.arange(p).repeat_interleave(k)
-    return torch.cat([labels, labels]), torch.tensor([V] * (p * k) + [I] * (p * k), dtype=torch.int8)
+    return torch.cat([labels, labels]), torch.tensor([V] * (p * k) + [IR] * (p * k), dtype=torch.int8)
 
 
 class _Step:
@@ -102,7 +102,7 @@ def test_pairing_follows_labels_and_modalities_not_positions():
     assert bool((mods[pairs.positive] != mods).all()) and bool((mods[pairs.negative] != mods).all())
     assert bool((labels[pairs.negative] != labels).all())
     for pid in range(6):
-        for m in (V, I):
+        for m in (V, IR):
             anchors = (labels == pid) & (mods == m)
             assert len(set(pairs.positive[anchors].tolist())) == 4
             assert len(set(labels[pairs.negative[anchors]].tolist())) == 4

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,7 @@ def test_loader_end_to_end_workers_reproducible(images, tmp_path):
     b0, b2 = _epochs(loader0, s0), _epochs(loader2, s2)
     assert len(b0) == len(b2) == 6
     label_of = {s.path: ds.label_map[s.pid] for s in images}
-    for x, y in zip(b0, b2):
+    for x, y in zip(b0, b2, strict=True):
         assert isinstance(y, Batch)
         assert y.images.shape == (12, 3, H, W) and y.images.dtype == torch.float32
         assert y.labels.dtype == torch.int64 and y.modalities.dtype == torch.int8

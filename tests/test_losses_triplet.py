@@ -18,7 +18,7 @@ from vireid.losses import (
     weighted_regularized_triplet,
 )
 
-V, I = Modality.VISIBLE.code, Modality.INFRARED.code
+V, IR = Modality.VISIBLE.code, Modality.INFRARED.code
 
 
 def _col(values, dtype=torch.float64) -> torch.Tensor:
@@ -147,7 +147,7 @@ def test_wrt_hand_checked_three_points():
     d_an = [3 * e(-3) / (e(-3) + 1e-6),  # the row max is 0 (masked zeros), not -3
             2 * e(-2) / (e(-2) + 1e-6),
             (3 * e(-3) + 2 * e(-2)) / (e(-3) + e(-2) + 1e-6)]
-    expected = sum(math.log1p(e(ap - an)) for ap, an in zip(d_ap, d_an)) / 3
+    expected = sum(math.log1p(e(ap - an)) for ap, an in zip(d_ap, d_an, strict=True)) / 3
     got = weighted_regularized_triplet(_col([0.0, 1.0, 3.0]), torch.tensor([0, 0, 1]))
     assert got.item() == pytest.approx(expected, abs=1e-5)
     assert got.item() == pytest.approx(0.148195, abs=1e-5)
@@ -197,7 +197,7 @@ def test_agw_weighting_quirk_far_negatives_get_shrunk():
 
 _XM_FEATS = [0.0, 2.0, 1.0, 5.0, -1.0]
 _XM_LABELS = [0, 1, 0, 1, 0]
-_XM_CODES = [V, V, I, I, I]
+_XM_CODES = [V, V, IR, IR, IR]
 
 
 def test_cross_modality_hard_euclidean_hand_computed():
@@ -239,14 +239,14 @@ def _enumerate_random_losses(feats, labels, codes, margin):
         per_anchor.append([max(0.0, abs(x[a] - x[p]) - abs(x[a] - x[q]) + margin) for p in pos for q in neg])
     values = set()
     for combo in itertools.product(*per_anchor):
-        vis = [c for c, m in zip(combo, codes) if m == V]
-        ir = [c for c, m in zip(combo, codes) if m == I]
+        vis = [c for c, m in zip(combo, codes, strict=True) if m == V]
+        ir = [c for c, m in zip(combo, codes, strict=True) if m == IR]
         values.add(round((np.mean(vis) + np.mean(ir)) / 2, 9))
     return values
 
 
 def test_cross_modality_random_mining_is_seeded_and_draws_valid_triplets():
-    feats, labels, codes = [0.0, 2.0, 7.0, 1.0, 5.0, -1.0, 9.0], [0, 1, 1, 0, 1, 0, 1], [V, V, V, I, I, I, I]
+    feats, labels, codes = [0.0, 2.0, 7.0, 1.0, 5.0, -1.0, 9.0], [0, 1, 1, 0, 1, 0, 1], [V, V, V, IR, IR, IR, IR]
     args = (_col(feats), torch.tensor(labels), torch.tensor(codes))
     possible = _enumerate_random_losses(feats, labels, codes, 0.3)
     seen = set()
@@ -261,7 +261,7 @@ def test_cross_modality_random_mining_is_seeded_and_draws_valid_triplets():
 
 def test_cross_modality_random_equals_hard_when_choice_is_unique():
     f = _col([0.0, 2.0, 1.0, 5.0])
-    lab, codes = torch.tensor([0, 1, 0, 1]), torch.tensor([V, V, I, I])
+    lab, codes = torch.tensor([0, 1, 0, 1]), torch.tensor([V, V, IR, IR])
     hard = cross_modality_triplet(f, lab, codes, margin=1.4, squared=True)
     rnd = cross_modality_triplet(f, lab, codes, margin=1.4, squared=True, mining="random",
                                  generator=torch.Generator().manual_seed(0))
@@ -274,8 +274,8 @@ def test_cross_modality_single_modality_batch_is_zero_with_graph_and_errors():
     assert loss.item() == 0.0
     loss.backward()
     with pytest.raises(ValueError, match="seeded torch.Generator"):
-        cross_modality_triplet(f, torch.tensor([0, 0, 1, 1]), torch.tensor([V, I, V, I]), 0.3, mining="random")
+        cross_modality_triplet(f, torch.tensor([0, 0, 1, 1]), torch.tensor([V, IR, V, IR]), 0.3, mining="random")
     with pytest.raises(ValueError, match="'semi'"):
-        cross_modality_triplet(f, torch.tensor([0, 0, 1, 1]), torch.tensor([V, I, V, I]), 0.3, mining="semi")
+        cross_modality_triplet(f, torch.tensor([0, 0, 1, 1]), torch.tensor([V, IR, V, IR]), 0.3, mining="semi")
     with pytest.raises(ValueError, match="3 modality codes for 4 features"):
-        cross_modality_triplet(f, torch.tensor([0, 0, 1, 1]), torch.tensor([V, I, V]), 0.3)
+        cross_modality_triplet(f, torch.tensor([0, 0, 1, 1]), torch.tensor([V, IR, V]), 0.3)

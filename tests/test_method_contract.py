@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import tiny_batch, tiny_config
 from vireid.core import CheckpointError, Modality
-from vireid.runs import load_model_state
 from vireid.engine.stepper import TrainStepper
 from vireid.methods import available_methods, build_method
-
-from tests.helpers import tiny_batch, tiny_config
+from vireid.runs import load_model_state
 
 NUM_CLASSES = 6
 

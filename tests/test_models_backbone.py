@@ -8,7 +8,7 @@ import torch
 from vireid.core import Modality
 from vireid.models import ModalitySpecific, NonLocalBlock, ResNetBackbone
 
-V, I = Modality.VISIBLE.code, Modality.INFRARED.code
+V, IR = Modality.VISIBLE.code, Modality.INFRARED.code
 
 
 def _tiny(**kw) -> ResNetBackbone:
@@ -32,7 +32,7 @@ def _perturb_infrared(net: ResNetBackbone, stage: str) -> None:
 def test_resnet18_shapes_and_channels(last_stride, hw4):
     net = _tiny(last_stride=last_stride)
     x = _images(2)
-    codes = torch.tensor([V, I], dtype=torch.int8)
+    codes = torch.tensor([V, IR], dtype=torch.int8)
     assert net.forward_until(x, codes, "stem").shape == (2, 64, 16, 8)
     assert net.forward_until(x, codes, "layer3").shape == (2, 256, 4, 2)
     assert net(x, codes).shape == (2, 512, *hw4)
@@ -82,7 +82,7 @@ def test_mixed_batch_keeps_order_and_uses_each_modality_copy(specific):
     for stage in specific:
         _perturb_infrared(net, stage)
     x = _images(5)
-    codes = torch.tensor([I, V, V, I, V], dtype=torch.int8)
+    codes = torch.tensor([IR, V, V, IR, V], dtype=torch.int8)
     with torch.no_grad():
         out = net(x, codes)
         for k in range(5):
@@ -116,7 +116,7 @@ def test_absent_modality_copy_gets_no_gradient_and_present_one_does():
 def test_mixed_batch_trains_both_copies():
     net = _tiny().train()
     x = _images(4)
-    net(x, torch.tensor([V, I, V, I])).pow(2).mean().backward()
+    net(x, torch.tensor([V, IR, V, IR])).pow(2).mean().backward()
     assert net.stem["visible"].conv1.weight.grad.abs().sum() > 0
     assert net.stem["infrared"].conv1.weight.grad.abs().sum() > 0
 
@@ -127,7 +127,7 @@ def test_forward_until_then_from_equals_forward(stage):
     _perturb_infrared(net, "stem")
     _perturb_infrared(net, "layer2")
     x = _images(4)
-    codes = torch.tensor([I, V, I, V])
+    codes = torch.tensor([IR, V, IR, V])
     with torch.no_grad():
         full = net(x, codes)
         mid = net.forward_until(x, codes, stage)
@@ -142,7 +142,7 @@ def test_one_stream_ignores_modalities():
     assert not any(isinstance(m, ModalitySpecific) for m in net.modules())
     x = _images(2)
     with torch.no_grad():
-        assert torch.equal(net(x, torch.tensor([V, I])), net(x, Modality.VISIBLE))
+        assert torch.equal(net(x, torch.tensor([V, IR])), net(x, Modality.VISIBLE))
 
 
 def test_four_channel_conv1_extra_channel_is_mean_of_rgb_filters():

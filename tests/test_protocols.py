@@ -12,10 +12,15 @@ import pytest
 from vireid.core import ConfigError, DatasetError, Modality, Sample
 from vireid.data.datasets.base import ReIDDataset
 from vireid.metrics import evaluate_ranking
-from vireid.runs import RunDir
 from vireid.protocols import (
-    get_protocol, llcm_trials, load_rand_perm, protocol_from_samples, regdb_trials, sysu_trials,
+    get_protocol,
+    llcm_trials,
+    load_rand_perm,
+    protocol_from_samples,
+    regdb_trials,
+    sysu_trials,
 )
+from vireid.runs import RunDir
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sysu-mm01"
 RAND_PERM = SHARED / "rand_perm_cam.mat"
@@ -213,7 +218,8 @@ def test_official_sampler_without_rand_perm_says_where_it_looked(tmp_path, fake_
     msg = str(err.value)
     assert str(tmp_path / "exp" / "rand_perm_cam.mat") in msg and "data_split" in msg and "rand_perm_path" in msg
     with pytest.raises(DatasetError, match="nowhere-else.mat"):
-        protocol_from_samples("sysu", fake_sysu, gallery_sampler="official", rand_perm_path=tmp_path / "nowhere-else.mat")
+        protocol_from_samples("sysu", fake_sysu, gallery_sampler="official",
+                              rand_perm_path=tmp_path / "nowhere-else.mat")
     # get_protocol fails the same way before it scans the dataset
     with pytest.raises(DatasetError, match=r"exp/rand_perm_cam\.mat"):
         get_protocol("sysu", tmp_path, gallery_sampler="official")

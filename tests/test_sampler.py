@@ -12,7 +12,7 @@ import pytest
 from vireid.core import ConfigError, Modality, ModalityError
 from vireid.data.sampler import CrossModalSampler, TrainItem
 
-V, I = Modality.VISIBLE.code, Modality.INFRARED.code
+V, IR = Modality.VISIBLE.code, Modality.INFRARED.code
 
 
 def _spread(total: int, n_ids: int, rng: np.random.Generator) -> np.ndarray:
@@ -27,7 +27,7 @@ def _sysu_like() -> tuple[np.ndarray, np.ndarray]:
     ir = np.repeat(np.arange(395), _spread(11909, 395, rng))
     # Interleave modalities in the sample list to make sure nothing relies on the list's order.
     labels = np.concatenate([ir, vis])
-    mods = np.concatenate([np.full(len(ir), I), np.full(len(vis), V)])
+    mods = np.concatenate([np.full(len(ir), IR), np.full(len(vis), V)])
     perm = rng.permutation(len(labels))
     return labels[perm], mods[perm]
 
@@ -35,7 +35,7 @@ def _sysu_like() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def sysu():
     labels, mods = _sysu_like()
-    assert (mods == V).sum() == 22258 and (mods == I).sum() == 11909 and len(np.unique(labels)) == 395
+    assert (mods == V).sum() == 22258 and (mods == IR).sum() == 11909 and len(np.unique(labels)) == 395
     return labels, mods
 
 
@@ -49,7 +49,7 @@ def test_agw_sysu_tv14(sysu):
         idx = np.array([it.index for it in batch])
         assert len(idx) == 64
         vis, ir = idx[:32], idx[32:]
-        assert (mods[vis] == V).all() and (mods[ir] == I).all()
+        assert (mods[vis] == V).all() and (mods[ir] == IR).all()
         assert np.array_equal(labels[vis], labels[ir])  # equal label sequences element-wise
         counts = Counter(labels[vis].tolist())
         assert len(counts) == 8 and set(counts.values()) == {4}
@@ -59,7 +59,7 @@ def test_agw_sysu_tv14(sysu):
 
 def test_agw_regdb_65_batches():
     labels = np.concatenate([np.repeat(np.arange(206), 10)] * 2)
-    mods = np.concatenate([np.full(2060, V), np.full(2060, I)])
+    mods = np.concatenate([np.full(2060, V), np.full(2060, IR)])
     s = CrossModalSampler(labels, mods, 8, 4)
     assert len(s) == 65 and len(list(s)) == 65
 
@@ -96,7 +96,7 @@ def _mpanet_data():
     ir_counts[0], vis_counts[0] = 2, 3  # both below K: oversampled to one chunk (as the reference)
     ir_counts[1], vis_counts[1] = 2, 9  # one modality below K: no chunk, never drawn
     labels = np.concatenate([np.repeat(np.arange(n_ids), vis_counts), np.repeat(np.arange(n_ids), ir_counts)])
-    mods = np.concatenate([np.full(vis_counts.sum(), V), np.full(ir_counts.sum(), I)])
+    mods = np.concatenate([np.full(vis_counts.sum(), V), np.full(ir_counts.sum(), IR)])
     return labels, mods, vis_counts, ir_counts
 
 
@@ -114,7 +114,7 @@ def test_mpanet_invariants_and_full_pass():
         for c in range(0, len(idx), 2 * k):
             chunk = idx[c:c + 2 * k]
             assert len(set(labels[chunk])) == 1  # one identity, contiguous
-            assert list(mods[chunk]) == [I, V] * k  # interleaved IR, RGB, ... : K + K
+            assert list(mods[chunk]) == [IR, V] * k  # interleaved IR, RGB, ... : K + K
             chunk_labels.append(int(labels[chunk[0]]))
         assert len(set(chunk_labels)) == p  # 16 distinct identities
         used.update(chunk_labels)
@@ -167,7 +167,7 @@ def test_ddp_split(kind):
 
 def test_errors_name_the_numbers():
     labels = np.array([0, 0, 1, 1, 2])
-    mods = np.array([V, I, V, I, V])
+    mods = np.array([V, IR, V, IR, V])
     with pytest.raises(ModalityError, match="label 2 has no infrared"):
         CrossModalSampler(labels, mods, 2, 1)
     with pytest.raises(ConfigError, match="num_ids=3 .* only 2"):
@@ -177,4 +177,4 @@ def test_errors_name_the_numbers():
     with pytest.raises(ConfigError, match="rank"):
         CrossModalSampler(labels[:4], mods[:4], 2, 1, rank=2, world_size=2)
     with pytest.raises(ConfigError, match="mpanet.*only 0 of 2"):
-        CrossModalSampler(np.array([0, 0, 0, 1, 1, 1]), np.array([V, V, I, V, I, I]), 2, 2, kind="mpanet")
+        CrossModalSampler(np.array([0, 0, 0, 1, 1, 1]), np.array([V, V, IR, V, IR, IR]), 2, 2, kind="mpanet")

@@ -13,11 +13,10 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from tests.test_serve_helpers import make_gallery_folder, trained_run  # noqa: E402
 from vireid.serve.app import create_app  # noqa: E402
 from vireid.serve.gallery import build_index  # noqa: E402
 from vireid.serve.index import GalleryIndex  # noqa: E402
-
-from tests.test_serve_helpers import make_gallery_folder, trained_run  # noqa: E402
 
 KEY = "s3cret-key"
 

@@ -67,8 +67,8 @@ class ServerThread:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from vireid.serve.app import create_app
     from vireid.inference import FeatureExtractor
+    from vireid.serve.app import create_app
     from vireid.serve.gallery import build_index
 
     why = _missing_browser()

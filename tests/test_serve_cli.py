@@ -8,10 +8,9 @@ import os
 import pytest
 from PIL import Image
 
+from tests.test_serve_helpers import make_gallery_folder, trained_run
 from vireid.cli import main as cli_main
 from vireid.serve.index import GalleryIndex
-
-from tests.test_serve_helpers import make_gallery_folder, trained_run
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,8 @@ def test_search_json_ranks_itself_first_and_names_failed_queries(built, tmp_path
     res = json.loads(line)
     assert res["query"] == str(query) and res["modality"] == "infrared"
     assert [set(r) for r in res["results"]] == [{"id", "path", "score", "modality", "camera", "pid"}] * 3
-    assert res["results"][0]["path"] == str(query.resolve()) and res["results"][0]["score"] == pytest.approx(1, abs=1e-5)
+    assert res["results"][0]["path"] == str(query.resolve())
+    assert res["results"][0]["score"] == pytest.approx(1, abs=1e-5)
     scores = [r["score"] for r in res["results"]]
     assert scores == sorted(scores, reverse=True)
 
@@ -102,7 +102,8 @@ def test_index_add_and_refusals(built, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "escape.jpg" in err and "outside the image folder" in err and not (tmp_path / "x").exists()
     # a flat folder without --modality is named, with the fix
-    assert cli_main(["index", "build", str(run), "--images", str(gallery / "visible"), "--out", str(tmp_path / "y")]) == 2
+    argv = ["index", "build", str(run), "--images", str(gallery / "visible"), "--out", str(tmp_path / "y")]
+    assert cli_main(argv) == 2
     assert "--modality visible or --modality infrared" in capsys.readouterr().err
 
 
@@ -144,7 +145,8 @@ def test_index_info_describes_and_checks_the_index(built, tmp_path, capsys):
     assert cli_main(["index", "info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     index = GalleryIndex.open(out)
-    assert (info["count"], info["visible"], info["infrared"], info["kind"], info["dim"]) == (12, 6, 6, "flat", index.dim)
+    got = (info["count"], info["visible"], info["infrared"], info["kind"], info["dim"])
+    assert got == (12, 6, 6, "flat", index.dim)
     assert info["fingerprint"] == index.fingerprint and info["checkpoint"].endswith("last.pt")
     assert info["params"] == {} and info["roots"] == [str(gallery.resolve())] and info["bytes"] > 0
     assert cli_main(["index", "info", str(out)]) == 0

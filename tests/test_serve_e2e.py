@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.test_serve_helpers import trained_run
 from vireid.cli import main as cli_main
 from vireid.core import Modality, Sample
-
-from tests.test_serve_helpers import trained_run
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow
@@ -24,8 +23,7 @@ def test_cli_api_and_evaluator_rank_alike(tmp_path_factory, capsys):
     from fastapi.testclient import TestClient
 
     from vireid.data.datasets import load_dataset
-    from vireid.inference import load_trained
-    from vireid.inference import make_extractor
+    from vireid.inference import load_trained, make_extractor
     from vireid.metrics import evaluate_ranking
     from vireid.serve.app import create_app
 

@@ -100,7 +100,8 @@ def test_sysu_layout(sets):
     cam1 = {p for p in test if 1 in seen[p]}
     assert cam1 == {p for p in test if 2 in seen[p]}  # the same subset in cam1 and cam2
     assert 0 < len(cam1) < len(test)  # indoor search has invalid queries
-    with Image.open(next((root / "cam3").glob("*/*.jpg"))) as ir, Image.open(next((root / "cam1").glob("*/*.jpg"))) as rgb:
+    with (Image.open(next((root / "cam3").glob("*/*.jpg"))) as ir,
+          Image.open(next((root / "cam1").glob("*/*.jpg"))) as rgb):
         assert ir.mode == rgb.mode == "RGB" and ir.size == rgb.size == (16, 32)
         a = np.asarray(ir)
         assert (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()  # intensity x 3
@@ -137,7 +138,8 @@ def test_regdb_layout_and_idx_files(sets):
             pairs[(folder, pdir.name)] = sorted(keys)
     for (folder, pid), keys in pairs.items():
         assert keys == pairs[("Thermal" if folder == "Visible" else "Visible", pid)]  # same instants
-    with Image.open(next((root / "Thermal").rglob("*.bmp"))) as th, Image.open(next((root / "Visible").rglob("*.bmp"))) as vi:
+    with (Image.open(next((root / "Thermal").rglob("*.bmp"))) as th,
+          Image.open(next((root / "Visible").rglob("*.bmp"))) as vi):
         assert th.mode == "L" and vi.mode == "RGB" and th.size == vi.size == (16, 32)
     for t in range(1, 11):
         pids_in = {}

@@ -40,7 +40,7 @@ def test_pad_crop_window_and_fill():
     assert np.array_equal(padded[2:8, 2:6], img)
     crop = T.random_crop(padded, 6, 4, _rng(1))
     assert crop.shape == (6, 4, 3)
-    offsets = [(t, l) for t in range(5) for l in range(5) if np.array_equal(padded[t:t + 6, l:l + 4], crop)]
+    offsets = [(t, left) for t in range(5) for left in range(5) if np.array_equal(padded[t:t + 6, left:left + 4], crop)]
     assert offsets  # the crop is a window of the padded image
     # all offsets are reachable: 5x5 = 25 positions of a 10x8 pad around 6x4
     seen = set()
@@ -48,7 +48,7 @@ def test_pad_crop_window_and_fill():
     for _ in range(600):
         c = T.random_crop(np.arange(80).reshape(10, 8, 1), 6, 4, rng)
         seen.add((int(c[0, 0, 0]) // 8, int(c[0, 0, 0]) % 8))
-    assert seen == {(t, l) for t in range(5) for l in range(5)}
+    assert seen == {(t, left) for t in range(5) for left in range(5)}
 
 
 def test_flip_probability_and_geometry_shape():

@@ -10,13 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vireid import register_method
-from vireid.core import Batch, Modality
-from vireid.losses import cross_entropy
-from vireid.methods import Method, MethodOptions, Stepper, available_methods
-from vireid.models import BNNeck, Classifier
-from vireid.utils.tensors import modality_codes
-
 from tests.helpers import tiny_config
 from tests.test_method_contract import (  # noqa: F401  (collected here, with this module's method_name)
     test_embed_is_normalised_with_documented_dims,
@@ -24,6 +17,12 @@ from tests.test_method_contract import (  # noqa: F401  (collected here, with th
     test_training_step_is_finite_and_updates,
     test_wrong_number_of_classes_is_refused,
 )
+from vireid import register_method
+from vireid.core import Batch, Modality
+from vireid.losses import cross_entropy
+from vireid.methods import Method, MethodOptions, Stepper, available_methods
+from vireid.models import BNNeck, Classifier
+from vireid.utils.tensors import modality_codes
 
 NAME = "toy_user_method"
 

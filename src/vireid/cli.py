@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .core import VireidError
 
@@ -53,7 +53,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever sys.stdout is at the time of the record (it may be replaced, e.g. by a test)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):  # noqa: D102
         return sys.stdout
 

@@ -17,9 +17,10 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -195,11 +196,13 @@ def deep_merge(base: dict, over: Mapping) -> dict:
         elif isinstance(v, Mapping) and isinstance(out.get(k), dict):
             out[k] = deep_merge(out[k], v)
         else:
-            out[k] = copy.deepcopy({kk: vv for kk, vv in v.items() if kk != "_delete_"} if isinstance(v, Mapping) else v)
+            out[k] = copy.deepcopy(
+                {kk: vv for kk, vv in v.items() if kk != "_delete_"} if isinstance(v, Mapping) else v
+            )
     return out
 
 
-def load_yaml_with_bases(path: "str | Path", _seen: tuple = ()) -> dict:
+def load_yaml_with_bases(path: str | Path, _seen: tuple = ()) -> dict:
     """Load a YAML file, resolving `_base_` (a path or list of paths relative to the file)."""
     path = Path(path).resolve()
     if path in _seen:
@@ -237,8 +240,16 @@ def parse_key_values(pairs: Sequence[str], *, what: str = "--option", example: s
     return out
 
 
+def _without_delete_marks(value: Any) -> Any:
+    """`value` without `_delete_` keys at any depth (an override replaces its key's value whole anyway)."""
+    if isinstance(value, Mapping):
+        return {k: _without_delete_marks(v) for k, v in value.items() if k != "_delete_"}
+    return value
+
+
 def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
-    """Apply dotted overrides to a raw config mapping."""
+    """Apply dotted overrides to a raw config mapping; a mapping value replaces the key's value whole
+    (so `eval.options={_delete_: true, trial: 3}` and `eval.options={trial: 3}` mean the same)."""
     out = copy.deepcopy(raw)
     for text in overrides:
         keys, value = parse_override(text)
@@ -250,7 +261,7 @@ def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
             if not isinstance(nxt, dict):
                 raise ConfigError(f"override {text!r}: {k!r} is a value, not a section")
             node = nxt
-        node[keys[-1]] = value
+        node[keys[-1]] = _without_delete_marks(value)
     return out
 
 
@@ -305,7 +316,7 @@ def build_dataclass(cls: type, raw: Mapping, where: str = "") -> Any:
             raise ConfigError(f"unknown config key '{full}'{hint} Valid keys here: {', '.join(fields)}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = build_dataclass(tp, value or {}, full)
+            kwargs[key] = build_dataclass(typing.cast(type, tp), value or {}, full)  # a hint: a class
             continue
         ok, coerced = _type_ok(value, tp)
         if not ok:
@@ -345,11 +356,11 @@ def config_from_dict(raw: Mapping) -> Config:
     """Build a validated Config; `method:` and `data.options` are checked by the registered method's and dataset
     reader's Options dataclasses (`eval.options` by the protocol's: `check_eval_options`). A reader option may
     also be written directly under `data:` (`data.trial=3` is `data.options.trial=3`) and read so."""
-    raw = copy.deepcopy(dict(raw))
-    method_raw = dict(raw.pop("method", None) or {})
+    raw_copy = copy.deepcopy(dict(raw))
+    method_raw = dict(raw_copy.pop("method", None) or {})
     data_options: Any = None
-    if isinstance(raw.get("data"), dict):
-        data = raw["data"]
+    if isinstance(raw_copy.get("data"), dict):
+        data = raw_copy["data"]
         data_options = data.pop("options", None)
         # shorthand: data.<reader option> means data.options.<reader option>, and wins over it
         reader = options_class(DATASETS.get(str(data.get("name", DataConfig.name))))
@@ -359,7 +370,7 @@ def config_from_dict(raw: Mapping) -> Config:
     name = method_raw.get("name", "baseline")
     options_cls = options_class(METHODS.get(name))
     method_raw["name"] = name
-    cfg = build_dataclass(Config, raw)
+    cfg = build_dataclass(Config, raw_copy)
     cfg.method = build_dataclass(options_cls, method_raw, "method")
     cfg.data.options = dataclasses.asdict(build_options(DATASETS, cfg.data.name, data_options, "data.options"))
     return cfg
@@ -380,15 +391,15 @@ LEGACY_DATA_KEYS = ("train_split", "trial")
 def upgrade_saved_config(raw: Mapping) -> dict:
     """A config saved by vireid 0.1.0 (a checkpoint's) in today's keys: it held every legacy `data` key whatever
     the reader; those the reader does not declare are dropped (the others are reader-option shorthands)."""
-    raw = copy.deepcopy(dict(raw))
-    data = raw.get("data")
+    raw_copy = copy.deepcopy(dict(raw))
+    data = raw_copy.get("data")
     if not isinstance(data, dict) or not any(k in data for k in LEGACY_DATA_KEYS):
-        return raw
+        return raw_copy
     declared = {f.name for f in dataclasses.fields(options_class(DATASETS.get(data.get("name", DataConfig.name))))}
     for key in LEGACY_DATA_KEYS:
         if key in data and key not in declared:
             del data[key]
-    return raw
+    return raw_copy
 
 
 SHIPPED_PREFIX = "configs"
@@ -401,7 +412,7 @@ def shipped_configs() -> Path:
     return Path(str(importlib.resources.files("vireid.configs")))
 
 
-def resolve_config_path(path: "str | Path") -> Path:
+def resolve_config_path(path: str | Path) -> Path:
     """`path` if it exists; else, for `configs/<...>.yaml`, the shipped config of that name."""
     p = Path(path).expanduser()
     if p.exists() or p.is_absolute() or not p.parts or p.parts[0] != SHIPPED_PREFIX:
@@ -410,7 +421,7 @@ def resolve_config_path(path: "str | Path") -> Path:
     return shipped if shipped.is_file() else p
 
 
-def load_config(path: "str | Path | None" = None, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load `path` (with its `_base_` chain) and apply dotted `overrides`.
 
     A path `configs/<dataset>/<method>.yaml` that does not exist here names the shipped config.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is only needed by code that builds batches
     import torch
@@ -23,7 +24,7 @@ class Modality(enum.Enum):
         return 0 if self is Modality.VISIBLE else 1
 
     @classmethod
-    def from_code(cls, code: int) -> "Modality":
+    def from_code(cls, code: int) -> Modality:
         """Inverse of :attr:`code`."""
         if int(code) == 0:
             return cls.VISIBLE
@@ -32,7 +33,7 @@ class Modality(enum.Enum):
         raise ValueError(f"modality code must be 0 (visible) or 1 (infrared), got {code!r}")
 
     @classmethod
-    def parse(cls, value: "Modality | str") -> "Modality":
+    def parse(cls, value: Modality | str) -> Modality:
         """Accept a Modality or one of its names/aliases (visible, rgb, vis, infrared, ir, thermal, nir)."""
         if isinstance(value, Modality):
             return value
@@ -70,29 +71,29 @@ class Sample:
 class Batch:
     """What the loader yields: images of both modalities with labels and a modality mask."""
 
-    images: "torch.Tensor"  # (B, C, H, W) float
-    labels: "torch.Tensor"  # (B,) int64 training labels
-    modalities: "torch.Tensor"  # (B,) int8, Modality.code per image
-    camids: "torch.Tensor"  # (B,) int64
-    indices: "torch.Tensor"  # (B,) int64 positions in the dataset
+    images: torch.Tensor  # (B, C, H, W) float
+    labels: torch.Tensor  # (B,) int64 training labels
+    modalities: torch.Tensor  # (B,) int8, Modality.code per image
+    camids: torch.Tensor  # (B,) int64
+    indices: torch.Tensor  # (B,) int64 positions in the dataset
 
-    def to(self, device: Any, non_blocking: bool = False) -> "Batch":
+    def to(self, device: Any, non_blocking: bool = False) -> Batch:
         """Move every tensor to `device`."""
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in
                        (self.images, self.labels, self.modalities, self.camids, self.indices)))
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Page-locked copies, so DataLoader(pin_memory=True) speeds up host-to-GPU copies of a Batch."""
         return Batch(*(t.pin_memory() for t in
                        (self.images, self.labels, self.modalities, self.camids, self.indices)))
 
     @property
-    def visible_mask(self) -> "torch.Tensor":
+    def visible_mask(self) -> torch.Tensor:
         """Boolean mask of visible images."""
         return self.modalities == Modality.VISIBLE.code
 
     @property
-    def infrared_mask(self) -> "torch.Tensor":
+    def infrared_mask(self) -> torch.Tensor:
         """Boolean mask of infrared images."""
         return self.modalities == Modality.INFRARED.code
 
@@ -144,7 +145,7 @@ class LayoutError(DatasetError):
     #: How many problems the message spells out; `.problems` always holds all of them.
     MAX_LISTED = 20
 
-    def __init__(self, layout: str, root: "str | Path", problems: list[str]) -> None:
+    def __init__(self, layout: str, root: str | Path, problems: list[str]) -> None:
         self.layout = layout
         self.root = str(root)
         self.problems = list(problems)
@@ -190,6 +191,6 @@ class ExportError(VireidError):
     """A model cannot be exported, or the exported graph disagrees with PyTorch."""
 
 
-def as_path(p: "str | Path") -> Path:
+def as_path(p: str | Path) -> Path:
     """Expand ~ and return a Path."""
     return Path(p).expanduser()

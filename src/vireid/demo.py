@@ -15,7 +15,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DEMO_DATA = {"layout": "sysu", "ids": 240, "images_per_camera": 5, "size": (128, 64), "difficulty": 0.5, "seed": 0}
+DEMO_DATA: dict[str, Any] = {"layout": "sysu", "ids": 240, "images_per_camera": 5, "size": (128, 64),
+                             "difficulty": 0.5, "seed": 0}
 MODES = ("all", "indoor")
 
 
@@ -107,7 +108,7 @@ def draw_ranklist(method: Any, cfg: Any, dataset: Any, path: Path, num_queries: 
     order = torch.argsort(-(q @ g.T), dim=1, stable=True)[:, :topk]
     rows = [RankRow(Tile(qs.path, colour=QUERY),
                     [Tile(gallery[gi].path, colour=CORRECT if gallery[gi].pid == qs.pid else WRONG) for gi in row])
-            for qs, row in zip(queries, order.tolist())]
+            for qs, row in zip(queries, order.tolist(), strict=True)]
     return render_ranklist(rows, path, tile=(cfg.data.height, cfg.data.width))
 
 
@@ -135,7 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add `vireid demo`."""
     p = sub.add_parser("demo", help="synthesise data, train the baseline on the CPU, evaluate, write a report")
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 from .core import ConfigError
 
@@ -93,5 +94,8 @@ def register_method(name: str, *, overwrite: bool = False) -> Callable[[T], T]:
 
 
 def register_protocol(name: str, *, overwrite: bool = False) -> Callable[[T], T]:
-    """Register a protocol class: `Options`, `dataset` (the reader it evaluates) and `build(test_samples, root, **options)`."""
+    """Register a protocol class.
+
+    It declares `Options`, `dataset` (the reader it evaluates) and `build(test_samples, root, **options)`.
+    """
     return PROTOCOLS.register(name, overwrite=overwrite)

@@ -28,9 +28,9 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -38,6 +38,7 @@ from PIL import Image
 from ..core import DatasetError, Sample
 from ..utils.atomic import atomic_path, write_json
 
+_load_rgb: Callable[[str | Path], Image.Image] | None
 try:  # the project's decoder (DatasetError naming the path); a PIL fallback keeps this module standalone
     from .images import load_rgb as _load_rgb
 except ImportError:  # pragma: no cover - only when images.py is absent
@@ -68,12 +69,12 @@ def resize_lanczos(img: Image.Image, height: int, width: int) -> np.ndarray:
     return np.array(img.resize((int(width), int(height)), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
-def decode_resized(path: "str | os.PathLike[str]", height: int, width: int) -> np.ndarray:
+def decode_resized(path: str | os.PathLike[str], height: int, width: int) -> np.ndarray:
     """Decode `path` to RGB and LANCZOS-resize it: (height, width, 3) uint8."""
     return resize_lanczos(_open_rgb(str(path)), height, width)
 
 
-def _as_path(item: "Sample | str | os.PathLike[str]") -> str:
+def _as_path(item: Sample | str | os.PathLike[str]) -> str:
     return item.path if isinstance(item, Sample) else str(item)
 
 
@@ -111,27 +112,27 @@ def _build_lock(cache_dir: Path) -> Iterator[None]:
 class ImageCache:
     """A read-only (N, H, W, 3) uint8 memmap of decoded, resized images with its file list."""
 
-    def __init__(self, npy_path: "str | os.PathLike[str]", meta: dict) -> None:
+    def __init__(self, npy_path: str | os.PathLike[str], meta: dict) -> None:
         self.path = Path(npy_path)
         self.meta = meta
         self.height = int(meta["height"])
         self.width = int(meta["width"])
         self.paths: list[str] = list(meta["paths"])
         self._positions = {p: i for i, p in enumerate(self.paths)}
-        self._array: "np.ndarray | None" = None
+        self._array: np.ndarray | None = None
 
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
     def build(
         cls,
-        samples: Sequence["Sample | str | os.PathLike[str]"],
+        samples: Sequence[Sample | str | os.PathLike[str]],
         height: int,
         width: int,
-        cache_dir: "str | os.PathLike[str]",
+        cache_dir: str | os.PathLike[str],
         progress: bool = True,
-        num_threads: "int | None" = None,
-    ) -> "ImageCache":
+        num_threads: int | None = None,
+    ) -> ImageCache:
         """Return the cache of `samples` at (height, width) in `cache_dir`, decoding only if missing or stale."""
         paths = [_as_path(s) for s in samples]
         if not paths:
@@ -156,7 +157,7 @@ class ImageCache:
         return cls(npy, meta)
 
     @classmethod
-    def open(cls, npy_path: "str | os.PathLike[str]") -> "ImageCache":
+    def open(cls, npy_path: str | os.PathLike[str]) -> ImageCache:
         """Reopen a cache built earlier; DatasetError if the array or its sidecar is missing or inconsistent."""
         npy = Path(npy_path)
         sidecar = npy.with_suffix(".json")
@@ -177,7 +178,7 @@ class ImageCache:
         return cache
 
     @classmethod
-    def _try_open(cls, npy: Path, sidecar: Path, key: str, count: int, height: int, width: int) -> "ImageCache | None":
+    def _try_open(cls, npy: Path, sidecar: Path, key: str, count: int, height: int, width: int) -> ImageCache | None:
         if not (npy.is_file() and sidecar.is_file()):
             return None
         try:
@@ -195,7 +196,7 @@ class ImageCache:
 
     @staticmethod
     def _write_array(npy: Path, paths: list[str], height: int, width: int, progress: bool,
-                     num_threads: "int | None") -> None:
+                     num_threads: int | None) -> None:
         from tqdm.auto import tqdm
 
         threads = num_threads if num_threads is not None else min(4, os.cpu_count() or 1)
@@ -238,7 +239,7 @@ class ImageCache:
         """Image i as a read-only (H, W, 3) uint8 view."""
         return self.array[int(i)]
 
-    def index_of(self, path: "Sample | str | os.PathLike[str]") -> "int | None":
+    def index_of(self, path: Sample | str | os.PathLike[str]) -> int | None:
         """Position of `path` (or a Sample's path) in the cache, None if it is not cached."""
         return self._positions.get(_as_path(path))
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..core import DatasetError, Modality, ModalityError, Sample
 
@@ -105,7 +106,7 @@ def decode_all(paths: list[str], workers: int = 0, progress: bool = True) -> lis
 
     from .images import load_rgb
 
-    def one(path: str) -> "str | None":
+    def one(path: str) -> str | None:
         try:
             load_rgb(path)
         except DatasetError as exc:
@@ -120,7 +121,7 @@ def decode_all(paths: list[str], workers: int = 0, progress: bool = True) -> lis
 
 
 def check_dataset(
-    name: str, root: "str | Path", decode: bool = False, *, workers: int = 0, progress: bool = True,
+    name: str, root: str | Path, decode: bool = False, *, workers: int = 0, progress: bool = True,
     **options: Any,
 ) -> CheckReport:
     """Load dataset `name` at `root`, count it, run the layout checks and (with decode) decode every image."""
@@ -195,7 +196,7 @@ def _compare_manifest(report: CheckReport, ds: Any, path: Path) -> None:
     report.checks.append(f"counts match {path.name} ({len(expected)} values compared, {mismatched} differ)")
 
 
-def _cam_key(name: str) -> "int | None":
+def _cam_key(name: str) -> int | None:
     """Camera number of a manifest camera name: sysu `cam3`, llcm `nir_cam4`, regdb `visible`/`thermal`."""
     if name in ("visible", "thermal"):  # RegDB's single aligned pair: reader cams 1 and 2
         return 1 if name == "visible" else 2
@@ -207,7 +208,7 @@ def manifest_expectations(manifest: dict, info: dict) -> dict[str, int]:
     """Counts a SynthVI manifest implies for the reader's splits, as flat keys (see reader_counts)."""
     counts = manifest.get("counts")
     splits = counts.get("splits") if isinstance(counts, dict) else None
-    if not isinstance(splits, dict):
+    if not isinstance(counts, dict) or not isinstance(splits, dict):
         return {}
     layout = info.get("layout")
     if layout == "sysu":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(subparsers: "argparse._SubParsersAction") -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `data` with its nested sub-command `check` to the vireid parser."""
     data = subparsers.add_parser("data", help="inspect datasets on disk",
                                  description="Inspect datasets on disk.")

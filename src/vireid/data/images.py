@@ -12,12 +12,12 @@ from ..core import DatasetError
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def is_image_file(path: "str | Path") -> bool:
+def is_image_file(path: str | Path) -> bool:
     """True when the file name ends in one of IMAGE_EXTENSIONS (case-insensitive)."""
     return os.path.splitext(str(path))[1].lower() in IMAGE_EXTENSIONS
 
 
-def load_rgb(path: "str | Path") -> Image.Image:
+def load_rgb(path: str | Path) -> Image.Image:
     """Fully decode `path` and return it as a 3-channel RGB image; DatasetError names unreadable files."""
     path = str(path)
     try:

@@ -25,8 +25,9 @@ Public API (import from ``vireid.data.loading``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -62,17 +63,17 @@ class TrainView(NamedTuple):
     label: int
     modality: int
     camid: int
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index, kept: public API
     slot: int
 
 
 class _ImageSource:
     """Pixels of sample i at (height, width): from the cache when given, else decoded on the fly."""
 
-    def __init__(self, samples: Sequence[Sample], height: int, width: int, cache: "ImageCache | None") -> None:
+    def __init__(self, samples: Sequence[Sample], height: int, width: int, cache: ImageCache | None) -> None:
         self.samples, self.height, self.width = list(samples), int(height), int(width)
         self.cache = cache
-        self._cache_pos: "np.ndarray | None" = None
+        self._cache_pos: np.ndarray | None = None
         if cache is not None:
             if (cache.height, cache.width) != (self.height, self.width):
                 raise DatasetError(
@@ -80,7 +81,7 @@ class _ImageSource:
                     f"{self.height}x{self.width}; build the cache with the configured data.height/data.width"
                 )
             pos = [cache.index_of(s) for s in self.samples]
-            absent = [s.path for s, p in zip(self.samples, pos) if p is None]
+            absent = [s.path for s, p in zip(self.samples, pos, strict=True) if p is None]
             if absent:
                 raise DatasetError(
                     f"image cache {cache.path} lacks {len(absent)} of the {len(self.samples)} samples "
@@ -103,8 +104,8 @@ class ReIDTrainSet(Dataset):
         labels: Sequence[int],
         height: int,
         width: int,
-        augment: "AugmentConfig | None" = None,
-        cache: "ImageCache | None" = None,
+        augment: AugmentConfig | None = None,
+        cache: ImageCache | None = None,
         seed: int = 0,
     ) -> None:
         if len(samples) != len(labels):
@@ -125,7 +126,7 @@ class ReIDTrainSet(Dataset):
         """The un-augmented (H, W, 3) uint8 pixels of sample `index`."""
         return self._source(index)
 
-    def __getitem__(self, item: "TrainItem | int") -> list[TrainView]:
+    def __getitem__(self, item: TrainItem | int) -> list[TrainView]:
         if not isinstance(item, TrainItem):
             item = TrainItem(int(item), 0, int(item))
         i = item.index
@@ -145,7 +146,7 @@ class ReIDTrainSet(Dataset):
 class ReIDEvalSet(Dataset):
     """Evaluation images (RGB, LANCZOS resize, normalise; no augmentation); items (tensor, index)."""
 
-    def __init__(self, samples: Sequence[Sample], height: int, width: int, cache: "ImageCache | None" = None) -> None:
+    def __init__(self, samples: Sequence[Sample], height: int, width: int, cache: ImageCache | None = None) -> None:
         self.samples = list(samples)
         self.height, self.width = int(height), int(width)
         self._cache = cache if cache is not None and (cache.height, cache.width) == (self.height, self.width) else None
@@ -175,12 +176,12 @@ def collate_views(items: Sequence[Sequence[TrainView]]) -> Batch:
 
 
 def build_train_loader(
-    dataset: "ReIDDataset",
-    data: "DataConfig",
-    sampler: "SamplerConfig",
-    augment: "AugmentConfig | None",
+    dataset: ReIDDataset,
+    data: DataConfig,
+    sampler: SamplerConfig,
+    augment: AugmentConfig | None,
     *,
-    cache_dir: "str | Path | None",
+    cache_dir: str | Path | None,
     seed: int,
     rank: int = 0,
     world_size: int = 1,

@@ -31,7 +31,8 @@ epoch (for mpanet it is computed by generating that epoch's batches, memoised).
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -45,12 +46,12 @@ SAMPLER_KINDS = ("agw", "mpanet")
 class TrainItem(NamedTuple):
     """One sampled image: dataset position, epoch, and place in the epoch's global batch list."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index, kept: public API
     epoch: int
     position: int
 
 
-def _codes(modalities: Sequence["Modality | int"]) -> np.ndarray:
+def _codes(modalities: Sequence[Modality | int]) -> np.ndarray:
     out = np.empty(len(modalities), dtype=np.int8)
     for i, m in enumerate(modalities):
         out[i] = m.code if isinstance(m, Modality) else Modality.from_code(int(m)).code
@@ -63,7 +64,7 @@ class CrossModalSampler(Sampler):
     def __init__(
         self,
         labels: Sequence[int],
-        modalities: Sequence["Modality | int"],
+        modalities: Sequence[Modality | int],
         num_ids: int,
         num_pos: int,
         kind: str = "agw",
@@ -80,7 +81,9 @@ class CrossModalSampler(Sampler):
         labels_arr = np.asarray(labels, dtype=np.int64)
         codes = _codes(modalities)
         if labels_arr.ndim != 1 or len(labels_arr) != len(codes):
-            raise ConfigError(f"labels and modalities must be 1-D of equal length, got {labels_arr.shape} and {len(codes)}")
+            raise ConfigError(
+                f"labels and modalities must be 1-D of equal length, got {labels_arr.shape} and {len(codes)}"
+            )
         self.kind, self.num_ids, self.num_pos = kind, int(num_ids), int(num_pos)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self.epoch = 0
@@ -103,7 +106,7 @@ class CrossModalSampler(Sampler):
 
     def _validate(self) -> None:
         missing = [(int(self.ids[i]), "visible" if len(v) == 0 else "infrared")
-                   for i, (v, r) in enumerate(zip(self._vis, self._ir)) if len(v) == 0 or len(r) == 0]
+                   for i, (v, r) in enumerate(zip(self._vis, self._ir, strict=True)) if len(v) == 0 or len(r) == 0]
         if missing:
             detail = ", ".join(f"label {lab} has no {mod} image" for lab, mod in missing[:10])
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
@@ -117,7 +120,8 @@ class CrossModalSampler(Sampler):
                 f"training set has only {len(self.ids)}; lower sampler.num_ids to at most {len(self.ids)}"
             )
         if self.kind == "mpanet":
-            usable = sum(1 for v, r in zip(self._vis, self._ir) if self._mpanet_chunk_count(len(v), len(r)) > 0)
+            usable = sum(1 for v, r in zip(self._vis, self._ir, strict=True)
+                         if self._mpanet_chunk_count(len(v), len(r)) > 0)
             if usable < self.num_ids:
                 raise ConfigError(
                     f"CrossModalSampler(kind='mpanet'): only {usable} of {len(self.ids)} identities have at least "
@@ -141,7 +145,7 @@ class CrossModalSampler(Sampler):
         """Images per batch before view duplication: 2 * num_ids * num_pos."""
         return 2 * self.num_ids * self.num_pos
 
-    def global_batches(self, epoch: "int | None" = None) -> list[np.ndarray]:
+    def global_batches(self, epoch: int | None = None) -> list[np.ndarray]:
         """Every batch of `epoch` (default: the current one) for all ranks, as arrays of sample positions."""
         epoch = self.epoch if epoch is None else int(epoch)
         if self._memo is not None and self._memo[0] == epoch:
@@ -151,7 +155,7 @@ class CrossModalSampler(Sampler):
         self._memo = (epoch, batches)
         return batches
 
-    def num_batches_global(self, epoch: "int | None" = None) -> int:
+    def num_batches_global(self, epoch: int | None = None) -> int:
         """Length of the global batch list of `epoch` (agw: max(#vis, #ir) // (P*K) + 1)."""
         if self.kind == "agw":
             return max(self.num_visible, self.num_infrared) // (self.num_ids * self.num_pos) + 1

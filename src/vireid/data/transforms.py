@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Sequence, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -98,7 +99,7 @@ def random_hflip(img: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> n
     return img[:, ::-1] if rng.random() < p else img
 
 
-def train_geometry(img: np.ndarray, rng: np.random.Generator, augment: "AugmentConfig | None") -> np.ndarray:
+def train_geometry(img: np.ndarray, rng: np.random.Generator, augment: AugmentConfig | None) -> np.ndarray:
     """Pad(pad, pad_fill) -> RandomCrop(H, W) -> flip; flip first when augment.resize_first (MPANet order).
 
     `augment=None` means no augmentation at all (the image is returned as it is)."""
@@ -189,7 +190,7 @@ def channel_adaptive_gray(t: torch.Tensor, rng: np.random.Generator, p: float = 
 VIEW_KINDS = ("plain", "visible_a", "visible_b", "infrared")
 
 
-def train_view(img: np.ndarray, rng: np.random.Generator, augment: "AugmentConfig | None",
+def train_view(img: np.ndarray, rng: np.random.Generator, augment: AugmentConfig | None,
                kind: str = "plain") -> torch.Tensor:
     """geometry -> normalise -> RandomErasing(augment.random_erasing) -> the CAJ ops of `kind`.
 
@@ -219,13 +220,14 @@ def train_view(img: np.ndarray, rng: np.random.Generator, augment: "AugmentConfi
 # --------------------------------------------------------------------------- evaluation
 
 
-def eval_image(item: EvalItem, height: int, width: int, cache: "ImageCache | None" = None) -> np.ndarray:
+def eval_image(item: EvalItem, height: int, width: int, cache: ImageCache | None = None) -> np.ndarray:
     """(height, width, 3) uint8 pixels of `item` exactly as evaluation sees them (RGB, LANCZOS resize)."""
     if isinstance(item, np.ndarray):
         arr = item
         if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3))):
             raise ValueError(
-                f"an image array must be (H, W, 3), (H, W, 1) or (H, W) uint8, got shape {arr.shape} dtype {arr.dtype}; "
+                "an image array must be (H, W, 3), (H, W, 1) or (H, W) uint8, "
+                f"got shape {arr.shape} dtype {arr.dtype}; "
                 "decode files with vireid.data.cache.decode_resized or pass the path instead"
             )
         if arr.ndim == 3 and arr.shape[2] == 3 and arr.shape[:2] == (height, width):
@@ -240,15 +242,18 @@ def eval_image(item: EvalItem, height: int, width: int, cache: "ImageCache | Non
             if pos is not None:
                 return cache[pos]
         return decode_resized(item.path if isinstance(item, Sample) else item, height, width)
-    raise TypeError(f"cannot load an image from {type(item).__name__}; pass a Sample, a path, a PIL image or a uint8 array")
+    raise TypeError(
+        f"cannot load an image from {type(item).__name__}; pass a Sample, a path, a PIL image or a uint8 array"
+    )
 
 
 def load_eval_batch(
-    items: "EvalItem | Sequence[EvalItem]", height: int, width: int, cache: "ImageCache | None" = None, *,
+    items: EvalItem | Sequence[EvalItem], height: int, width: int, cache: ImageCache | None = None, *,
     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
     """Decode, LANCZOS-resize and normalise `items` with `mean`/`std`: float32 (B, 3, height, width)."""
-    if isinstance(items, (Sample, str, os.PathLike, Image.Image)) or (isinstance(items, np.ndarray) and items.ndim <= 3):
+    if (isinstance(items, (Sample, str, os.PathLike, Image.Image))
+            or (isinstance(items, np.ndarray) and items.ndim <= 3)):
         items = [items]
     tensors = [to_normalized_tensor(eval_image(it, height, width, cache), mean, std) for it in items]
     if not tensors:

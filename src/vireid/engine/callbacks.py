@@ -15,13 +15,13 @@ if TYPE_CHECKING:
 class Callback:
     """Base class of trainer callbacks; every hook is a no-op."""
 
-    def on_fit_start(self, trainer: "Trainer") -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         """After the method, optimizers and loader are built (and a resumed state restored), before epoch one."""
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, summary: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, Any]) -> None:
         """After 0-based `epoch`: its schedulers stepped, validation done and checkpoints written.
 
         `summary` is the epoch record written to metrics.jsonl (mean losses, learning rates, speed)."""
 
-    def on_fit_end(self, trainer: "Trainer") -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         """After the last epoch, before `fit` returns the trained method."""

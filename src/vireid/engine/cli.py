@@ -59,7 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction") -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add train and eval."""
     p = sub.add_parser("train", help="train a method from a config file",
                        description="Train a method. Any config key can be overridden as key.sub=value.")

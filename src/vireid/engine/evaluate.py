@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,10 @@ def validation_trial(val: Sequence[Sample]) -> EvalTrial:
 
 def run_trials(method: Method, cfg: Config, trials: list[EvalTrial], device: torch.device, dist: DistInfo,
                *, features: Sequence[str] = ("bn",), progress: bool = False) -> dict[str, dict[str, float]]:
-    """Rank-1/mAP/mINP of each feature kind, averaged over `trials` (validation during training; the Evaluator scores)."""
+    """Rank-1/mAP/mINP of each feature kind, averaged over `trials`.
+
+    Validation during training; the Evaluator scores.
+    """
     extract = make_extractor(method, cfg.data.height, cfg.data.width, device, flip=cfg.eval.flip,
                              batch_size=cfg.eval.batch_size, dist=dist, progress=progress, kinds=features)
     results = Evaluator(trials, features=features, distance=cfg.eval.distance).run(extract)
@@ -41,8 +45,8 @@ def run_trials(method: Method, cfg: Config, trials: list[EvalTrial], device: tor
 
 
 def evaluate_method(method: Method, cfg: Config, *, protocol: str | None = None, options: dict | None = None,
-                    root: "str | Path | None" = None, dataset: ReIDDataset | None = None,
-                    out_dir: "str | Path | None" = None, device: "str | torch.device" = "cpu",
+                    root: str | Path | None = None, dataset: ReIDDataset | None = None,
+                    out_dir: str | Path | None = None, device: str | torch.device = "cpu",
                     dist: DistInfo | None = None, progress: bool = True, flip: bool | None = None,
                     rerank: bool | None = None, features: Sequence[str] | None = None,
                     meta: dict | None = None) -> EvalResults:
@@ -83,8 +87,8 @@ def evaluate_method(method: Method, cfg: Config, *, protocol: str | None = None,
 NPZ_KEYS = ("pids", "camids", "modalities", "paths")
 
 
-def evaluate_npz(npz_path: "str | Path", protocol: str, options: "dict | None" = None,
-                 out_dir: "str | Path | None" = None, **evaluator_kwargs: Any) -> EvalResults:
+def evaluate_npz(npz_path: str | Path, protocol: str, options: dict | None = None,
+                 out_dir: str | Path | None = None, **evaluator_kwargs: Any) -> EvalResults:
     """Evaluate a saved feature file under `protocol` ("sysu", "regdb", "llcm") with its options.
 
     The .npz holds `features` (N, D) or `features_<kind>` per kind, and `pids`, `camids`,
@@ -147,7 +151,7 @@ def _npz_samples(path: Path, arrays: dict[str, np.ndarray]) -> list[Sample]:
     if len(set(map(str, paths))) != n:
         raise EvaluationError(f"{path}: 'paths' must be unique (features are looked up by path)")
     out = []
-    for p, pid, cam, mod in zip(paths, pids, cams, mods):
+    for p, pid, cam, mod in zip(paths, pids, cams, mods, strict=True):
         try:
             if np.issubdtype(np.asarray(mod).dtype, np.number) or str(mod).strip() in ("0", "1"):
                 modality = Modality.from_code(int(mod))

@@ -7,13 +7,14 @@ re-ranking is reported under its own "<kind>+rerank" label, never in place of th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..core import ConfigError, EvalTrial, EvaluationError, Modality, Sample, VireidError
+from ..core import ConfigError, EvalTrial, EvaluationError, Sample
 from ..metrics.ranking import rank_queries, summarize
 from ..metrics.rerank import k_reciprocal_rerank
 from ..runs.run_dir import RunDir
@@ -31,8 +32,8 @@ class Evaluator:
 
     def __init__(self, trials: Sequence[EvalTrial], *, features: Sequence[str] = ("bn", "pool"),
                  distance: str = "cosine", rerank: bool = False,
-                 rerank_params: "tuple[int, int, float]" = (20, 6, 0.3), max_rank: int = 20,
-                 meta: "dict | None" = None) -> None:
+                 rerank_params: tuple[int, int, float] = (20, 6, 0.3), max_rank: int = 20,
+                 meta: dict | None = None) -> None:
         self.trials = list(trials)
         if not self.trials:
             raise EvaluationError("Evaluator needs at least one trial; the protocol produced none")
@@ -58,7 +59,7 @@ class Evaluator:
         self.samples = unique_samples(self.trials)
         self._pos = {s: i for i, s in enumerate(self.samples)}
 
-    def run(self, extract: Extract, out_dir: "str | Path | None" = None) -> EvalResults:
+    def run(self, extract: Extract, out_dir: str | Path | None = None) -> EvalResults:
         """Call `extract(unique samples)` once, score every trial; with `out_dir`, also write the
         trials' gallery lists (out_dir/galleries/) and results.json (atomically)."""
         feats = self._features(extract)
@@ -95,12 +96,15 @@ class Evaluator:
         """Validated (N, D) float tensors per kind, L2-normalised for the cosine distance."""
         raw = extract(list(self.samples))
         if not isinstance(raw, Mapping):
-            raise EvaluationError(f"extract must return a dict {{feature kind: (N, D) array}}, got {type(raw).__name__}")
+            raise EvaluationError(
+                f"extract must return a dict {{feature kind: (N, D) array}}, got {type(raw).__name__}"
+            )
         out = {}
         n = len(self.samples)
         for kind in self.features:
             if kind not in raw:
-                raise EvaluationError(f"extract returned no feature {kind!r} (it returned: {', '.join(map(str, raw))}); "
+                raise EvaluationError(f"extract returned no feature {kind!r} "
+                                      f"(it returned: {', '.join(map(str, raw))}); "
                                       f"pass features=({', '.join(map(repr, raw))}) or fix the method's embed()")
             f = raw[kind]
             t = f.detach() if isinstance(f, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(f)))
@@ -126,7 +130,7 @@ class Evaluator:
             d = self._distance(q[s:s + rows], g)
             parts.append(rank_queries(d, ids["qp"][s:s + rows], ids["gp"], ids["qc"][s:s + rows], ids["gc"],
                                       rule=trial.rule, cmc=trial.cmc_kind))
-        ap, inp, hit = (np.concatenate(x) for x in zip(*parts))
+        ap, inp, hit = (np.concatenate(x) for x in zip(*parts, strict=True))
         return self._summarize(ap, inp, hit, trial, ids)
 
     def _score_reranked(self, q: torch.Tensor, g: torch.Tensor, ids: dict, trial: EvalTrial):
@@ -158,9 +162,10 @@ class Evaluator:
     def _protocol_info(self, trial: EvalTrial) -> dict[str, Any]:
         info = trial.info
         k1, k2, lam = self.rerank_params
+        default_options: Mapping[str, Any] = self.meta.get("options", {})
         out = {
             "dataset": info.get("dataset", self.meta.get("dataset")),
-            "options": dict(info.get("options", self.meta.get("options", {}))),
+            "options": dict(info.get("options", default_options)),
             "direction": info.get("direction"),
             "gallery_sampler": info.get("gallery_sampler"),
             "rule": trial.rule, "cmc": trial.cmc_kind,

@@ -9,9 +9,10 @@ deviation (ddof = 1, the spread of the gallery-sampling estimate), 0.0 for a sin
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,15 +31,15 @@ class TrialResult:
     """The numbers of one trial: metric values (fractions), its mean CMC curve and sizes."""
 
     name: str
-    values: dict[str, "float | None"]
+    values: dict[str, float | None]
     num_query: int
     num_gallery: int
     num_valid_queries: int
     cmc: list[float] = field(default_factory=list)
-    metrics: "RankingMetrics | None" = field(default=None, repr=False, compare=False)  # per-query arrays
+    metrics: RankingMetrics | None = field(default=None, repr=False, compare=False)  # per-query arrays
 
     @classmethod
-    def from_metrics(cls, name: str, m: RankingMetrics) -> "TrialResult":
+    def from_metrics(cls, name: str, m: RankingMetrics) -> TrialResult:
         """Wrap a RankingMetrics of one trial."""
         return cls(name, m.summary(), m.num_queries, m.num_gallery, m.num_valid_queries,
                    [float(v) for v in m.cmc], m)
@@ -48,15 +49,15 @@ class TrialResult:
                 "num_valid_query": self.num_valid_queries, "cmc": self.cmc}
 
     @classmethod
-    def from_json(cls, d: dict) -> "TrialResult":
+    def from_json(cls, d: dict) -> TrialResult:
         return cls(d["name"], {k: d.get(k) for k in METRIC_KEYS}, int(d["num_query"]), int(d["num_gallery"]),
                    int(d["num_valid_query"]), list(d.get("cmc", [])))
 
 
-def mean_std(rows: Sequence[dict[str, "float | None"]]) -> tuple[dict, dict]:
+def mean_std(rows: Sequence[dict[str, float | None]]) -> tuple[dict, dict]:
     """Arithmetic mean and sample std (ddof=1; 0 for one row) of each metric key; None if any is None."""
-    mean: dict[str, "float | None"] = {}
-    std: dict[str, "float | None"] = {}
+    mean: dict[str, float | None] = {}
+    std: dict[str, float | None] = {}
     for k in METRIC_KEYS:
         vals = [r.get(k) for r in rows]
         if not vals or any(v is None for v in vals):
@@ -100,7 +101,7 @@ class FeatureResult:
                 "trials": [t.to_json() for t in self.trials]}
 
     @classmethod
-    def from_json(cls, d: dict) -> "FeatureResult":
+    def from_json(cls, d: dict) -> FeatureResult:
         return cls(d["feature"], bool(d["rerank"]), [TrialResult.from_json(t) for t in d["trials"]])
 
 
@@ -116,7 +117,7 @@ class ProtocolResult:
         return {**self.info, "protocol": self.name, "features": {k: v.to_json() for k, v in self.features.items()}}
 
     @classmethod
-    def from_json(cls, name: str, d: dict) -> "ProtocolResult":
+    def from_json(cls, name: str, d: dict) -> ProtocolResult:
         info = {k: v for k, v in d.items() if k not in ("features", "protocol")}
         return cls(name, info, {k: FeatureResult.from_json(v) for k, v in d["features"].items()})
 
@@ -147,18 +148,18 @@ class EvalResults:
                 "protocols": {k: v.to_json() for k, v in self.protocols.items()}}
 
     @classmethod
-    def from_json(cls, d: dict) -> "EvalResults":
+    def from_json(cls, d: dict) -> EvalResults:
         if d.get("schema") != SCHEMA:
             raise EvaluationError(f"results object has schema {d.get('schema')!r}, expected {SCHEMA!r}")
         return cls({k: ProtocolResult.from_json(k, v) for k, v in d["protocols"].items()}, dict(d.get("meta", {})))
 
-    def save(self, path: "str | Path") -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write results.json atomically (temporary file, then rename)."""
         write_json(path, _jsonable(self.to_json()))
         return Path(path)
 
     @classmethod
-    def load(cls, path: "str | Path") -> "EvalResults":
+    def load(cls, path: str | Path) -> EvalResults:
         import json
 
         return cls.from_json(json.loads(Path(path).read_text()))
@@ -170,7 +171,7 @@ class EvalResults:
         rows = []
         for name, entry in self.protocols.items():
             info = entry.info
-            for label, fr in entry.features.items():
+            for fr in entry.features.values():
                 mean, std = fr.mean(), fr.std()
                 rerank = "no"
                 if fr.rerank:
@@ -181,7 +182,7 @@ class EvalResults:
                              str(info.get("gallery_sampler", "?")), fr.feature, _flip_text(info), rerank,
                              str(len(fr.trials))] + [_pct(mean[k], std[k]) for k in METRIC_KEYS])
         widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-        line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+        line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
         sep = "  ".join("-" * w for w in widths)
         extra = f"(mean ± std over trials, in %; std = {STD_KIND}; distance: {self.meta.get('distance', '?')})"
         return "\n".join([line(head), sep] + [line(r) for r in rows] + [extra])
@@ -250,7 +251,7 @@ def _flip_text(info: dict) -> str:
     return f"yes ({info.get('flip_style', '?')})"
 
 
-def _pct(mean: "float | None", std: "float | None") -> str:
+def _pct(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "n/a"
     return f"{100 * mean:.2f} ± {100 * (std or 0.0):.2f}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -43,7 +43,7 @@ class TrainStepper:
     (scaled under fp16), averages gradients across ranks when distributed, clips, steps.
     """
 
-    def __init__(self, optimizers: Mapping[str, OptimizerEntry], *, scaler: "torch.amp.GradScaler | None" = None,
+    def __init__(self, optimizers: Mapping[str, OptimizerEntry], *, scaler: torch.amp.GradScaler | None = None,
                  grad_clip: float = 0.0, distributed: bool = False) -> None:
         self.optimizers = dict(optimizers)
         self.scaler = scaler
@@ -56,7 +56,9 @@ class TrainStepper:
     def __call__(self, loss: torch.Tensor, name: str = "main", *, retain_graph: bool = False,
                  parts: Mapping[str, torch.Tensor] | None = None) -> None:
         if name not in self.optimizers:
-            raise TrainingError(f"the method stepped an optimizer named {name!r}; it declared {sorted(self.optimizers)}")
+            raise TrainingError(
+                f"the method stepped an optimizer named {name!r}; it declared {sorted(self.optimizers)}"
+            )
         if not torch.isfinite(loss.detach()).all():
             bad = [k for k, v in (parts or {}).items() if not torch.isfinite(torch.as_tensor(v).detach()).all()]
             which = f"loss part(s) {', '.join(bad)}" if bad else f"the '{name}' objective"
@@ -90,10 +92,11 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
 
     world = dist.get_world_size()
     # every rank must take part with the same tensors: materialise missing grads as zeros
+    grads: list[torch.Tensor] = []
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    grads = [p.grad for p in params]
+        grads.append(p.grad)
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])

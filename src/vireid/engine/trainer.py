@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -58,7 +59,7 @@ class Trainer:
         method = Trainer(cfg, "runs/quick").fit()
     """
 
-    def __init__(self, cfg: Config, run_dir: "str | Path | RunDir", *, resume: str | None = None,
+    def __init__(self, cfg: Config, run_dir: str | Path | RunDir, *, resume: str | None = None,
                  progress: bool | None = None, dataset: ReIDDataset | None = None,
                  callbacks: Sequence[Callback] = ()) -> None:
         self.cfg = cfg
@@ -92,8 +93,8 @@ class Trainer:
                                     distributed=self.dist.initialized)
         cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run.default_cache
         self.loader, self.sampler = build_train_loader(
-            self.dataset, cfg.data, cfg.sampler, cfg.augment, cache_dir=cache_dir, seed=cfg.train.seed, rank=self.dist.rank,
-            world_size=self.dist.world_size, progress=self.progress and self.dist.is_main)
+            self.dataset, cfg.data, cfg.sampler, cfg.augment, cache_dir=cache_dir, seed=cfg.train.seed,
+            rank=self.dist.rank, world_size=self.dist.world_size, progress=self.progress and self.dist.is_main)
 
     def _state(self, epoch: int, best: float | None) -> dict[str, Any]:
         return {

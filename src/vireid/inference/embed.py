@@ -8,19 +8,20 @@ bitwise those of one process.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from ..core import ConfigError, Modality, Sample
 from ..data.transforms import EvalItem, load_eval_batch
-from ..metrics.flip import fuse_flip
 from ..methods.base import InferenceSpec, Method
+from ..metrics.flip import fuse_flip
 from ..utils.distributed import DistInfo
 
 
 @torch.no_grad()
-def embed_images(method: Method, images: torch.Tensor, modality: "Modality | torch.Tensor", *,
+def embed_images(method: Method, images: torch.Tensor, modality: Modality | torch.Tensor, *,
                  flip: bool) -> dict[str, torch.Tensor]:
     """`method.embed`, with CAJ flip fusion of the (L2-normalised) features of the mirrored images when `flip`."""
     out = method.embed(images, modality)
@@ -40,7 +41,7 @@ def preprocess(items: Sequence[EvalItem], height: int, width: int, spec: Inferen
 
 
 def embed_items(method: Method, items: Sequence[EvalItem], modalities: Sequence[Modality], *, height: int,
-                width: int, device: "torch.device | str" = "cpu", flip: bool = False, batch_size: int = 128,
+                width: int, device: torch.device | str = "cpu", flip: bool = False, batch_size: int = 128,
                 kinds: Sequence[str] | None = None, dist: DistInfo | None = None, progress: bool = False,
                 cache: Any = None) -> dict[str, torch.Tensor]:
     """{feature kind: (N, D) float32 CPU tensor}, row i the feature of `items[i]` taken in `modalities[i]`."""
@@ -93,7 +94,7 @@ def embed_items(method: Method, items: Sequence[EvalItem], modalities: Sequence[
     return {k: v[perm] for k, v in local.items()}
 
 
-def make_extractor(method: Method, height: int, width: int, device: "torch.device | str", *, flip: bool = False,
+def make_extractor(method: Method, height: int, width: int, device: torch.device | str, *, flip: bool = False,
                    batch_size: int = 128, dist: DistInfo | None = None, progress: bool = False,
                    kinds: Sequence[str] | None = None) -> Callable[[list[Sample]], dict[str, torch.Tensor]]:
     """The Evaluator's extract function: samples -> {feature kind: (N, D) CPU tensor}, rows in sample order."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def _tensor_to_uint8(t: "torch.Tensor") -> list[np.ndarray]:
+def _tensor_to_uint8(t: torch.Tensor) -> list[np.ndarray]:
     """(3, H, W) or (N, 3, H, W) tensor -> list of (H, W, 3) uint8 arrays; floats are RGB in [0, 1]."""
     import torch
 
@@ -41,6 +43,7 @@ def _tensor_to_uint8(t: "torch.Tensor") -> list[np.ndarray]:
 
 def as_image_list(images: Any) -> list[Any]:
     """Split `images` (one image, a list, an (N, H, W, 3) array or an (N, 3, H, W) tensor) into single images."""
+    torch: ModuleType | None
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a hard dependency
@@ -87,7 +90,7 @@ class FeatureExtractor:
         feats = fx(["a.jpg", "b.jpg"], modality="infrared")   # (2, D), rows L2-normalised
     """
 
-    def __init__(self, run_dir_or_checkpoint: "str | Path", device: str = "cpu", feature: str | None = None,
+    def __init__(self, run_dir_or_checkpoint: str | Path, device: str = "cpu", feature: str | None = None,
                  batch_size: int = 64, checkpoint: str = "auto", flip: bool | None = None) -> None:
         from .model import load_trained
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -12,7 +12,7 @@ from ..methods import Method, build_method
 from ..runs import RunDir, load_model_state, read_checkpoint
 
 
-def load_trained(run_dir: "str | Path", checkpoint: str = "auto", device: "str | torch.device" = "cpu",
+def load_trained(run_dir: str | Path, checkpoint: str = "auto", device: str | torch.device = "cpu",
                  overrides: Sequence[str] = ()) -> tuple[Config, Method, Path]:
     """(config, method in eval mode on `device`, checkpoint path) of a run directory or a checkpoint file.
 

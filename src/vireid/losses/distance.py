@@ -15,7 +15,9 @@ def pairwise_euclidean(x: torch.Tensor, y: torch.Tensor, squared: bool = False) 
     gradient of sqrt finite at 0), squared = max(D^2, 0).
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"pairwise_euclidean expects (N, D) and (M, D) features, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"pairwise_euclidean expects (N, D) and (M, D) features, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     d2 = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * (x @ y.t())
     if squared:
         return d2.clamp(min=0.0)

@@ -24,12 +24,12 @@ def separation_loss(masks: torch.Tensor) -> torch.Tensor:
     """
     if masks.dim() not in (3, 4):
         raise ValueError(f"separation_loss expects masks of shape (B, l, H, W) or (B, l, HW), got {tuple(masks.shape)}")
-    b, l = masks.shape[:2]
-    if l < 2:
-        raise ValueError(f"separation_loss needs at least 2 pattern maps, got l={l}")
-    m = masks.reshape(b, l, -1)
+    b, n_maps = masks.shape[:2]
+    if n_maps < 2:
+        raise ValueError(f"separation_loss needs at least 2 pattern maps, got l={n_maps}")
+    m = masks.reshape(b, n_maps, -1)
     gram = torch.bmm(m, m.transpose(1, 2))
-    return torch.triu(gram, diagonal=1).sum() / (b * l * (l - 1) / 2)
+    return torch.triu(gram, diagonal=1).sum() / (b * n_maps * (n_maps - 1) / 2)
 
 
 def _safe_norm(diff: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ def center_cluster_loss(features: torch.Tensor, labels: torch.Tensor, margin: fl
 
 
 @float32_math
-def mutual_mean_kl(logits: torch.Tensor, mean_logits: torch.Tensor, modalities: "torch.Tensor | None" = None,
+def mutual_mean_kl(logits: torch.Tensor, mean_logits: torch.Tensor, modalities: torch.Tensor | None = None,
                    faithful_to: str = "code") -> torch.Tensor:
     """Mutual mean learning: the trainable classifier P against the other modality's mean classifier Q.
 

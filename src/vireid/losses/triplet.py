@@ -90,7 +90,7 @@ def caj_triplet(features: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0
     return F.soft_margin_loss(diff, y)
 
 
-def _codes(modalities: "torch.Tensor | Modality", n: int, device: torch.device) -> torch.Tensor:
+def _codes(modalities: torch.Tensor | Modality, n: int, device: torch.device) -> torch.Tensor:
     if isinstance(modalities, Modality):
         raise ValueError("cross_modality_triplet needs one modality code per feature (a (B,) tensor), "
                          f"got the single modality {modalities}")

@@ -16,7 +16,7 @@ def available_methods() -> list[str]:
     return METHODS.names()
 
 
-def build_method(cfg: "Config", num_classes: int, *, pretrained: bool = True) -> Method:
+def build_method(cfg: Config, num_classes: int, *, pretrained: bool = True) -> Method:
     """Construct the method named by `cfg.method.name`, then (with `pretrained`) load `cfg.model.pretrained`.
 
     Construction reads no file; pass pretrained=False when a checkpoint's weights follow anyway.

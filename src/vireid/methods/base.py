@@ -45,7 +45,7 @@ class Stepper(Protocol):
     global_step: int
 
     def __call__(self, loss: torch.Tensor, name: str = "main", *, retain_graph: bool = False,
-                 parts: "dict[str, torch.Tensor] | None" = None) -> None: ...
+                 parts: dict[str, torch.Tensor] | None = None) -> None: ...
 
 
 OptimizerEntry = tuple[torch.optim.Optimizer, Any]  # (optimizer, per-epoch LR scheduler or None)
@@ -77,7 +77,7 @@ class Method(nn.Module):
 
     Options: type = MethodOptions
 
-    def __init__(self, cfg: "Config", num_classes: int) -> None:
+    def __init__(self, cfg: Config, num_classes: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_classes = int(num_classes)
@@ -124,13 +124,13 @@ class Method(nn.Module):
         """Called after the last step of an epoch; the scalars returned are logged as a "method" record."""
         return {}
 
-    def image_translations(self, images: torch.Tensor, modality: "Modality | torch.Tensor") -> dict[str, torch.Tensor]:
+    def image_translations(self, images: torch.Tensor, modality: Modality | torch.Tensor) -> dict[str, torch.Tensor]:
         """Images a generative method makes from `images` (e.g. {"to_infrared": ...}), for reports; none by default."""
         return {}
 
     # ---- inference
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, modality: "Modality | torch.Tensor") -> dict[str, torch.Tensor]:
+    def embed(self, images: torch.Tensor, modality: Modality | torch.Tensor) -> dict[str, torch.Tensor]:
         """Eval-mode, L2-normalised features of `images`: at least "bn" and "pool"."""
         raise NotImplementedError
 

@@ -73,7 +73,7 @@ class Baseline(Method):
         return {"loss": loss.item(), "ce": ce.item(), "triplet": tri.item(), "acc": acc.item()}
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, modality: "Modality | torch.Tensor") -> dict[str, torch.Tensor]:
+    def embed(self, images: torch.Tensor, modality: Modality | torch.Tensor) -> dict[str, torch.Tensor]:
         codes = modality_codes(modality, images.shape[0], images.device)
         pooled, feat = self(images, codes)
         return {"bn": F.normalize(feat.float(), dim=1), "pool": F.normalize(pooled.float(), dim=1)}

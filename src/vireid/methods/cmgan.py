@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,14 @@ from torch import nn
 
 from ..core import Batch, ConfigError, Modality, TrainingError
 from ..losses import cross_entropy, cross_modality_triplet
-from ..losses.cmgan import (generator_loss, generator_objective, literal_discriminator_objective, modality_accuracy,
-                           modality_cross_entropy, split_discriminator_objective)
+from ..losses.cmgan import (
+    generator_loss,
+    generator_objective,
+    literal_discriminator_objective,
+    modality_accuracy,
+    modality_cross_entropy,
+    split_discriminator_objective,
+)
 from ..models import ResNetBackbone, build_pooling
 from ..models.discriminator import ACTIVATIONS as ID_ACTIVATIONS
 from ..models.discriminator import IdHead, ModalityDiscriminator
@@ -153,7 +159,8 @@ class CmGAN(Method):
         return {"gen": (gen, build_scheduler(gen, self.cfg.optim)), "disc": (disc, build_scheduler(disc, disc_cfg))}
 
     # ---- forward
-    def forward(self, images: torch.Tensor, modalities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor,
+                modalities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(GAP feature (B, dim), ID-head hidden layer (B, id_hidden), ID logits (B, N))."""
         feat = self.pool(self.backbone(images, modalities))
         hidden, logits = self.id_head(feat)
@@ -175,7 +182,10 @@ class CmGAN(Method):
                 "batch; this batch has none. Use sampler.kind=agw (P ids x K visible + K infrared)")
 
     def _triplet_generator(self, step: Stepper) -> torch.Generator | None:
-        """For mining=random: a generator seeded by (train.seed, global step), so a resumed run draws the same triplets."""
+        """For mining=random: a generator seeded by (train.seed, global step).
+
+        So a resumed run draws the same triplets.
+        """
         if self.cfg.method.mining != "random":
             return None
         seed = int(numpy_rng(self.cfg.train.seed, 7, int(step.global_step)).integers(2**62))
@@ -247,7 +257,7 @@ class CmGAN(Method):
 
     # ---- inference
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, modality: "Modality | torch.Tensor") -> dict[str, torch.Tensor]:
+    def embed(self, images: torch.Tensor, modality: Modality | torch.Tensor) -> dict[str, torch.Tensor]:
         """pool: the GAP feature (the paper's test feature); hidden: the ID head's hidden layer (pre-ReLU);
         bn: whichever `method.bn_feature` names (cmGAN has no BN-neck). All L2-normalised."""
         codes = modality_codes(modality, images.shape[0], images.device)

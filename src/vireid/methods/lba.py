@@ -81,7 +81,9 @@ class LbA(Method):
         stages = [s for s in ALIGN_STAGES if s in opts.align_stages]
         pairs = {}
         if stages:  # drawn before the forward pass so a batch CMAlign cannot pair fails at once
-            gen = torch.Generator().manual_seed(int(self.cfg.train.seed) + opts.pair_seed_offset + int(step.global_step))
+            gen = torch.Generator().manual_seed(
+                int(self.cfg.train.seed) + opts.pair_seed_offset + int(step.global_step)
+            )
             pairs = {s: cross_modal_pairs(labels, codes, gen) for s in stages}
         x3 = self.backbone.forward_until(batch.images, codes, "layer3")
         x4 = self.backbone.forward_from(x3, codes, "layer3")
@@ -117,7 +119,7 @@ class LbA(Method):
 
     # ---- inference
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, modality: "Modality | torch.Tensor") -> dict[str, torch.Tensor]:
+    def embed(self, images: torch.Tensor, modality: Modality | torch.Tensor) -> dict[str, torch.Tensor]:
         """"pool": L2-normalised pre-BN GeM (the official test feature); "bn": after the BN-neck."""
         codes = modality_codes(modality, images.shape[0], images.device)
         pooled = self.pool(self.backbone(images, codes))

@@ -47,11 +47,14 @@ class MPANetOptions(MethodOptions):
 
 
 def sid_weight(opts: MPANetOptions) -> float:
-    """Effective weight of L_sid_v + L_sid_r: 2 * weight_sid in the code (added twice, issue #6), weight_sid in the paper."""
+    """Effective weight of L_sid_v + L_sid_r.
+
+    2 * weight_sid in the code (added twice, issue #6), weight_sid in the paper.
+    """
     return float(opts.weight_sid) if opts.faithful_to == "paper" else 2.0 * float(opts.weight_sid)
 
 
-def total_loss(parts: "dict[str, torch.Tensor | float]", opts: MPANetOptions) -> "torch.Tensor | float":
+def total_loss(parts: dict[str, torch.Tensor | float], opts: MPANetOptions) -> torch.Tensor | float:
     """L = w_sep L_sep + w_cc L_cc + w_id L_id + sid_weight (L_sid_v + L_sid_r) + w_kl L_KL.
 
     See docs/reference/methods.md#mpanet-4-2.
@@ -68,6 +71,8 @@ class MPANet(Method):
     """One-stream ResNet + MAM + PAM; CE, modality-specific CE, mutual-mean KL, center cluster, separation."""
 
     Options = MPANetOptions
+    mean_weight_v: torch.Tensor  # buffers, registered in __init__
+    mean_weight_r: torch.Tensor
 
     def __init__(self, cfg, num_classes: int) -> None:
         super().__init__(cfg, num_classes)
@@ -144,7 +149,7 @@ class MPANet(Method):
         return pooled, self.neck(pooled), masks
 
     @torch.no_grad()
-    def pattern_maps(self, images: torch.Tensor, modality: "Modality | torch.Tensor") -> torch.Tensor:
+    def pattern_maps(self, images: torch.Tensor, modality: Modality | torch.Tensor) -> torch.Tensor:
         """PAM's pattern maps M (B, l, h, w) of `images` (for visualisation)."""
         if self.pam is None:
             raise ConfigError("this MPANet has no PAM (method.num_parts=0), so it has no pattern maps")
@@ -191,6 +196,7 @@ class MPANet(Method):
 
         parts = {"sep": sep, "cc": cc, "ce": ce, "ce_v": ce_v, "ce_r": ce_r, "kl": kl}
         loss = total_loss(parts, opts)
+        assert isinstance(loss, torch.Tensor)  # every part is a tensor here
         step(loss, "main", parts=parts)
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
@@ -200,7 +206,7 @@ class MPANet(Method):
 
     # ---- inference
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, modality: "Modality | torch.Tensor") -> dict[str, torch.Tensor]:
+    def embed(self, images: torch.Tensor, modality: Modality | torch.Tensor) -> dict[str, torch.Tensor]:
         codes = modality_codes(modality, images.shape[0], images.device)
         pooled, feat, _ = self(images, codes)
         return {"bn": F.normalize(feat.float(), dim=1), "pool": F.normalize(pooled.float(), dim=1)}

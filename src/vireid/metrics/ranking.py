@@ -16,8 +16,9 @@ device of `dist`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class RankingMetrics:
     num_gallery: int = 0
     requested_max_rank: int = 20
 
-    def rank(self, r: int) -> "float | None":
+    def rank(self, r: int) -> float | None:
         """CMC at 1-based rank r; past the gallery size the curve stays at its last value.
 
         None when r exceeds the `max_rank` asked for (the value was not computed).
@@ -64,16 +65,16 @@ class RankingMetrics:
         # curve is flat (padding rule P5, docs/reference/protocols.md#p5) and its last value is exact.
         return float(self.cmc[min(r, len(self.cmc)) - 1])
 
-    def summary(self) -> dict[str, "float | None"]:
+    def summary(self) -> dict[str, float | None]:
         """rank1, rank5, rank10, rank20, mAP, mINP as fractions in [0, 1]."""
-        out: dict[str, "float | None"] = {f"rank{r}": self.rank(r) for r in REPORT_RANKS}
+        out: dict[str, float | None] = {f"rank{r}": self.rank(r) for r in REPORT_RANKS}
         out["mAP"] = float(self.mAP)
         out["mINP"] = float(self.mINP)
         return out
 
 
 def evaluate_ranking(
-    dist: "np.ndarray | torch.Tensor",
+    dist: np.ndarray | torch.Tensor,
     q_pids: Any,
     g_pids: Any,
     q_camids: Any,
@@ -82,8 +83,8 @@ def evaluate_ranking(
     rule: str,
     cmc: str = "identity",
     max_rank: int = 20,
-    chunk_size: "int | None" = None,
-    memory_budget: "int | None" = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
 ) -> RankingMetrics:
     """Rank each query's gallery by `dist` (smaller = better): CMC/mAP/mINP (docs/reference/protocols.md#sec-3).
 
@@ -121,7 +122,7 @@ def evaluate_ranking(
 
 
 def rank_queries(
-    dist: "np.ndarray | torch.Tensor",
+    dist: np.ndarray | torch.Tensor,
     q_pids: Any,
     g_pids: Any,
     q_camids: Any,
@@ -129,8 +130,8 @@ def rank_queries(
     *,
     rule: str,
     cmc: str = "identity",
-    chunk_size: "int | None" = None,
-    memory_budget: "int | None" = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-query AP, INP (NaN if invalid) and first-hit rank (-1 if invalid), without averaging.
 
@@ -152,9 +153,9 @@ def rank_queries(
                      rule, cmc, chunk_size, memory_budget)
 
 
-def _rank_all(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: "torch.Tensor | None",
-              gc: "torch.Tensor | None", rule: str, cmc: str, chunk_size: "int | None",
-              memory_budget: "int | None") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rank_all(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: torch.Tensor | None,
+              gc: torch.Tensor | None, rule: str, cmc: str, chunk_size: int | None,
+              memory_budget: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nq, ng = int(d.shape[0]), int(d.shape[1])
     # Gallery identity and camera packed into one int64 code, so one gather per row block gives
     # both: code = identity_index << bits | camera_field.
@@ -162,10 +163,12 @@ def _rank_all(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: "torch.Te
     q_inv = _index_in(g_uniq, qp)
     bits, q_key, packed = 0, q_inv, g_inv
     if rule == "sysu_location":
+        assert qc is not None and gc is not None  # every rule but "none" requires the cameras (see _ids)
         bits = 1
         packed = (g_inv << 1) | (gc == 2).long()
         q_key = qc == 3  # queries whose camera-2 items are dropped
     elif rule == "same_pid_same_cam":
+        assert qc is not None and gc is not None
         cams, g_cam = torch.unique(gc, return_inverse=True)
         bits = max(1, int(cams.numel()).bit_length())
         packed = (g_inv << bits) | g_cam
@@ -319,7 +322,8 @@ def _rank_chunk_counting(d: torch.Tensor, q_inv: torch.Tensor, q_key: torch.Tens
         rows = d[rs]
         before = rows < vs[:, None]
         tied = (rows == vs[:, None])
-        if bool((tied.view(torch.uint8).sum(1, dtype=torch.int32) > 1).any()):  # equal distances: the gallery order breaks the tie
+        # equal distances: the gallery order breaks the tie
+        if bool((tied.view(torch.uint8).sum(1, dtype=torch.int32) > 1).any()):
             before |= tied & (pos0[None, :] < ks[:, None])
         if removed is not None:
             before &= ~removed[rs]
@@ -352,7 +356,7 @@ def _rank_chunk_counting(d: torch.Tensor, q_inv: torch.Tensor, q_key: torch.Tens
     return ap, inp, first_hit
 
 
-def _auto_chunk(num_gallery: int, device: torch.device, budget: "int | None") -> int:
+def _auto_chunk(num_gallery: int, device: torch.device, budget: int | None) -> int:
     """Rows per chunk so that one chunk's working matrices fit in `budget` bytes."""
     if budget is None:
         budget = _CUDA_BUDGET if device.type == "cuda" else _CPU_BUDGET
@@ -373,8 +377,18 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
+@overload
 def _ids(x: Any, name: str, n: int, device: torch.device, dshape: Sequence[int],
-         optional: bool = False) -> "torch.Tensor | None":
+         optional: Literal[False] = False) -> torch.Tensor: ...
+
+
+@overload
+def _ids(x: Any, name: str, n: int, device: torch.device, dshape: Sequence[int],
+         optional: bool = False) -> torch.Tensor | None: ...
+
+
+def _ids(x: Any, name: str, n: int, device: torch.device, dshape: Sequence[int],
+         optional: bool = False) -> torch.Tensor | None:
     """An int64 vector of length n on `device`; shape errors name both shapes."""
     if x is None:
         if optional:

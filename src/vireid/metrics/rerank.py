@@ -59,7 +59,7 @@ def k_reciprocal_rerank(q_g: Any, q_q: Any, g_g: Any, k1: int = 20, k2: int = 6,
     return (1.0 - float(lambda_)) * dj + float(lambda_) * d[:nq, nq:]
 
 
-def k_reciprocal_sets(d: torch.Tensor, k1: int, order: "torch.Tensor | None" = None
+def k_reciprocal_sets(d: torch.Tensor, k1: int, order: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean (N, N) masks of R(p, k1) and of its expansion R*(p, k1) over a square distance d."""
     n = int(d.shape[0])

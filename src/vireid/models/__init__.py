@@ -11,10 +11,10 @@ from .backbone import (
     Stem,
     widen_conv1_weight,
 )
+from .build import build_backbone
 from .neck import BNNeck, Classifier
 from .nonlocal_block import NonLocalBlock
 from .pooling import GeM, GlobalAvgPool, build_pooling
-from .build import build_backbone
 from .pretrained import PretrainedReport, imagenet_cache_path, load_pretrained, read_state_dict_file
 
 __all__ = [

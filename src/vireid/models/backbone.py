@@ -9,7 +9,8 @@ goes through its own copy, and the outputs are put back in the batch's original 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torchvision
@@ -73,7 +74,9 @@ def widen_conv1_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     if weight.shape[1] == in_channels:
         return weight
     if weight.shape[1] != 3 or in_channels < 3:
-        raise ValueError(f"can only widen a 3-channel conv1 to >= 3 channels, got {tuple(weight.shape)} -> {in_channels}")
+        raise ValueError(
+            f"can only widen a 3-channel conv1 to >= 3 channels, got {tuple(weight.shape)} -> {in_channels}"
+        )
     extra = weight.mean(dim=1, keepdim=True).expand(-1, in_channels - 3, -1, -1)
     return torch.cat([weight, extra], dim=1)
 
@@ -153,7 +156,7 @@ class ResNetBackbone(nn.Module):
         modules: dict[str, nn.Module] = {"stem": Stem(conv1, net.bn1, net.relu, net.maxpool)}
         for name in STAGES[1:]:
             blocks = list(getattr(net, name))
-            nl = {}
+            nl: dict[int, nn.Module] = {}
             if non_local and name in NON_LOCAL_COUNTS:
                 count = min(NON_LOCAL_COUNTS[name], len(blocks))
                 nl = {i: NonLocalBlock(_CHANNELS[arch][name], non_local_inter)
@@ -164,10 +167,11 @@ class ResNetBackbone(nn.Module):
             setattr(self, name, ModalitySpecific(module) if name in self.modality_specific else module)
 
     @classmethod
-    def from_config(cls, cfg: "ModelConfig", **overrides) -> "ResNetBackbone":
+    def from_config(cls, cfg: ModelConfig, **overrides) -> ResNetBackbone:
         """Build from the `model:` config section (weights are not loaded); keyword overrides win."""
-        kwargs = dict(arch=cfg.arch, last_stride=cfg.last_stride, modality_specific=tuple(cfg.modality_specific),
-                      in_channels=cfg.in_channels, non_local=cfg.non_local, non_local_inter=cfg.non_local_inter)
+        kwargs: dict[str, Any] = dict(arch=cfg.arch, last_stride=cfg.last_stride,
+                                      modality_specific=tuple(cfg.modality_specific), in_channels=cfg.in_channels,
+                                      non_local=cfg.non_local, non_local_inter=cfg.non_local_inter)
         kwargs.update(overrides)
         try:
             return cls(**kwargs)
@@ -188,7 +192,7 @@ class ResNetBackbone(nn.Module):
         """Whether `stage` holds one copy per modality."""
         return self._check_stage(stage) in self.modality_specific
 
-    def branch(self, stage: str, modality: "Modality | str") -> nn.Module:
+    def branch(self, stage: str, modality: Modality | str) -> nn.Module:
         """The module that processes `modality` images at `stage` (the shared one if not specific)."""
         module = getattr(self, self._check_stage(stage))
         if isinstance(module, ModalitySpecific):
@@ -201,7 +205,7 @@ class ResNetBackbone(nn.Module):
         return stage
 
     # ---- forward
-    def run_stages(self, x: torch.Tensor, modalities: "torch.Tensor | Modality", first: str, last: str) -> torch.Tensor:
+    def run_stages(self, x: torch.Tensor, modalities: torch.Tensor | Modality, first: str, last: str) -> torch.Tensor:
         """Run the stages `first`..`last` (both included) on x."""
         i, j = STAGES.index(self._check_stage(first)), STAGES.index(self._check_stage(last))
         if j < i:
@@ -216,6 +220,7 @@ class ResNetBackbone(nn.Module):
             module = getattr(self, name)
             if isinstance(module, ModalitySpecific):
                 if codes is None:  # one modality for the whole batch: no split needed
+                    assert isinstance(modalities, (Modality, str))  # codes is None only then
                     x = module[Modality.parse(modalities).value](x)
                     continue
                 if split is None:
@@ -225,11 +230,11 @@ class ResNetBackbone(nn.Module):
                 x = module(x)
         return x
 
-    def forward_until(self, x: torch.Tensor, modalities: "torch.Tensor | Modality", stage: str) -> torch.Tensor:
+    def forward_until(self, x: torch.Tensor, modalities: torch.Tensor | Modality, stage: str) -> torch.Tensor:
         """Input -> map after `stage` (stem..stage included)."""
         return self.run_stages(x, modalities, STAGES[0], stage)
 
-    def forward_from(self, x: torch.Tensor, modalities: "torch.Tensor | Modality", after_stage: str,
+    def forward_from(self, x: torch.Tensor, modalities: torch.Tensor | Modality, after_stage: str,
                      until: str = "layer4") -> torch.Tensor:
         """Map after `after_stage` -> map after `until` (the stages strictly after `after_stage`)."""
         i = STAGES.index(self._check_stage(after_stage))
@@ -237,6 +242,6 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"nothing runs after {after_stage!r}: it is the last stage")
         return self.run_stages(x, modalities, STAGES[i + 1], until)
 
-    def forward(self, x: torch.Tensor, modalities: "torch.Tensor | Modality") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, modalities: torch.Tensor | Modality) -> torch.Tensor:
         """Input (B, C, H, W) -> layer4 map."""
         return self.run_stages(x, modalities, STAGES[0], STAGES[-1])

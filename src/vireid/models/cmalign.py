@@ -82,7 +82,7 @@ class Pairs(NamedTuple):
     """Target batch positions of every anchor: `positive[i]`, `negative[i]` (both (B,) long)."""
 
     positive: torch.Tensor
-    negative: torch.Tensor
+    negative: torch.Tensor | None  # None: no negative targets (CMAlign then reconstructs the positive only)
 
 
 def identity_blocks(labels: torch.Tensor, modalities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

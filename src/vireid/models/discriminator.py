@@ -5,7 +5,7 @@ See docs/reference/methods.md#cmgan-6-2.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -62,6 +62,7 @@ class PAM(nn.Module):
         self.channels = int(channels)
         self.num_parts = int(num_parts)
         self.spatial_attention = nn.Conv2d(channels, num_parts, kernel_size=1, bias=True)
+        assert self.spatial_attention.bias is not None  # bias=True
         nn.init.zeros_(self.spatial_attention.bias)
 
     @property

@@ -24,12 +24,11 @@ class NonLocalBlock(nn.Module):
         self.g = nn.Conv2d(in_channels, inter_channels, kernel_size=1)
         self.theta = nn.Conv2d(in_channels, inter_channels, kernel_size=1)
         self.phi = nn.Conv2d(in_channels, inter_channels, kernel_size=1)
-        self.W = nn.Sequential(
-            nn.Conv2d(inter_channels, in_channels, kernel_size=1),
-            nn.BatchNorm2d(in_channels),
-        )
-        nn.init.zeros_(self.W[1].weight)
-        nn.init.zeros_(self.W[1].bias)
+        conv = nn.Conv2d(inter_channels, in_channels, kernel_size=1)
+        bn = nn.BatchNorm2d(in_channels)
+        self.W = nn.Sequential(conv, bn)
+        nn.init.zeros_(bn.weight)
+        nn.init.zeros_(bn.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""

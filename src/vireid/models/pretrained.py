@@ -10,9 +10,10 @@ part of a ResNet, so they keep their initialisation (identity at start).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
@@ -38,7 +39,7 @@ class PretrainedReport:
     kept_init: list[str] = field(default_factory=list)  # non-ResNet entries (non-local blocks)
 
 
-def imagenet_weights(arch: str) -> "torchvision.models.WeightsEnum":
+def imagenet_weights(arch: str) -> torchvision.models.WeightsEnum:
     """torchvision's IMAGENET1K_V1 weights enum of `arch` (V1 as in every reference code, not V2)."""
     table = {"resnet50": torchvision.models.ResNet50_Weights, "resnet18": torchvision.models.ResNet18_Weights}
     if arch not in table:
@@ -79,7 +80,7 @@ def _as_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
-def read_state_dict_file(path: "str | Path") -> dict[str, torch.Tensor]:
+def read_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a torchvision-format ResNet state dict from `path` (tensors only, loaded on the CPU)."""
     p = as_path(path)
     if not p.is_file():
@@ -93,7 +94,7 @@ def read_state_dict_file(path: "str | Path") -> dict[str, torch.Tensor]:
     return _as_state_dict(obj, str(p))
 
 
-def torchvision_key(backbone: "ResNetBackbone", key: str) -> str | None:
+def torchvision_key(backbone: ResNetBackbone, key: str) -> str | None:
     """The torchvision ResNet key of backbone state-dict entry `key`, or None if it is not ResNet (non-local)."""
     stage, *rest = key.split(".")
     if backbone.is_modality_specific(stage):
@@ -112,7 +113,7 @@ def _listing(keys: list[str]) -> str:
     return shown + (f" ... and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
 
 
-def load_state_dict_into(backbone: "ResNetBackbone", state: Mapping[str, torch.Tensor], source: str) -> PretrainedReport:
+def load_state_dict_into(backbone: ResNetBackbone, state: Mapping[str, torch.Tensor], source: str) -> PretrainedReport:
     """Copy a torchvision ResNet state dict into `backbone`, strictly (fc.* dropped, non-local kept)."""
     ours = backbone.state_dict()
     targets: dict[str, list[str]] = {}
@@ -165,7 +166,7 @@ def load_state_dict_into(backbone: "ResNetBackbone", state: Mapping[str, torch.T
     return PretrainedReport(source=source, loaded=loaded, kept_init=kept)
 
 
-def load_pretrained(backbone: "ResNetBackbone", spec: str) -> PretrainedReport:
+def load_pretrained(backbone: ResNetBackbone, spec: str) -> PretrainedReport:
     """Load `spec` ("imagenet" = torchvision V1 weights, or a path to a torchvision ResNet state dict)."""
     if spec in ("", "none", None):
         return PretrainedReport(source="none", loaded=0, kept_init=list(backbone.state_dict()))

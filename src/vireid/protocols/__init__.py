@@ -9,8 +9,9 @@ is the convenience that reads the dataset first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..core import ConfigError, Sample
 from ..registry import PROTOCOLS, register_protocol
@@ -20,7 +21,7 @@ from .regdb import regdb_trials
 from .sysu import find_rand_perm, load_rand_perm, sysu_trials
 
 
-def protocol_from_samples(name: str, test_samples: Sequence[Sample], root: "str | Path | None" = None,
+def protocol_from_samples(name: str, test_samples: Sequence[Sample], root: str | Path | None = None,
                           **options: Any) -> Protocol:
     """The protocol `name` over test samples held in memory (root only locates rand_perm_cam.mat)."""
     return PROTOCOLS.get(name).build(list(test_samples), root=root, **options)
@@ -41,7 +42,7 @@ def check_dataset_matches(name: str, dataset: Any, options: dict[str, Any]) -> N
                               "or evaluate without passing the loaded dataset")
 
 
-def load_protocol_dataset(name: str, root: "str | Path", dataset_options: "dict | None" = None,
+def load_protocol_dataset(name: str, root: str | Path, dataset_options: dict | None = None,
                           **options: Any) -> Any:
     """Read, once, the dataset protocol `name` evaluates at `root` (a ReIDDataset).
 
@@ -55,7 +56,7 @@ def load_protocol_dataset(name: str, root: "str | Path", dataset_options: "dict 
     return datasets.load_dataset(entry.dataset, root, **{**(dataset_options or {}), **reader_options(name, options)})
 
 
-def get_protocol(name: str, root: "str | Path", dataset_options: "dict | None" = None, **options: Any) -> Protocol:
+def get_protocol(name: str, root: str | Path, dataset_options: dict | None = None, **options: Any) -> Protocol:
     """The protocol `name` over the test samples of its dataset at `root` (see `load_protocol_dataset`)."""
     dataset = load_protocol_dataset(name, root, dataset_options, **options)
     return protocol_from_samples(name, dataset.test, root=dataset.root, **options)
@@ -67,7 +68,8 @@ def available_protocols() -> list[str]:
 
 
 __all__ = [
-    "PROTOCOLS", "Protocol", "available_protocols", "check_dataset_matches", "find_rand_perm", "get_protocol", "load_protocol_dataset",
+    "PROTOCOLS", "Protocol", "available_protocols", "check_dataset_matches", "find_rand_perm", "get_protocol",
+    "load_protocol_dataset",
     "llcm_trials", "load_rand_perm", "protocol_from_samples", "reader_options", "regdb_trials", "register_protocol",
     "sysu_trials", "trial_file",
 ]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from ..core import ConfigError, EvalTrial, Modality, Sample
 
@@ -58,7 +59,7 @@ def choose(protocol: str, option: str, value: Any, allowed: Sequence[Any]) -> An
     return value
 
 
-def positive_int(protocol: str, option: str, value: Any, upper: "int | None" = None) -> int:
+def positive_int(protocol: str, option: str, value: Any, upper: int | None = None) -> int:
     """An int in 1..upper from an int or a digit string; ConfigError otherwise."""
     try:
         out = int(value)
@@ -77,7 +78,7 @@ def file_key(s: Sample) -> tuple[int, int, str]:
     return (s.pid, s.camid, Path(s.path).name)
 
 
-def of_modality(samples: Iterable[Sample], modality: Modality, cams: "Sequence[int] | None" = None) -> list[Sample]:
+def of_modality(samples: Iterable[Sample], modality: Modality, cams: Sequence[int] | None = None) -> list[Sample]:
     """The samples of one modality (and cameras), sorted by identity, camera, file name."""
     keep = [s for s in samples if s.modality is modality and (cams is None or s.camid in cams)]
     return sorted(keep, key=file_key)
@@ -115,7 +116,7 @@ def sample_per_pid_cam(groups: dict[tuple[int, int], list[Sample]], pids: Sequen
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
-def trial_file(root: "str | Path", name: str) -> Path:
+def trial_file(root: str | Path, name: str) -> Path:
     """`root/<name>.txt` with each '/'-separated part of the trial name made file-system safe."""
     parts = [_SAFE.sub("_", p).strip(".") or "_" for p in name.split("/") if p]
     return Path(root).joinpath(*parts[:-1], parts[-1] + ".txt")

@@ -12,16 +12,18 @@ names and reports.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..core import EvalTrial, Modality, Sample
 from ..registry import register_protocol
 from ..utils.seed import python_rng
 from .common import Protocol, check_options, choose, group_by_pid_cam, of_modality, positive_int, sample_per_pid_cam
 
-DIRECTIONS = {"ir_to_visible": "ir2vis", "visible_to_ir": "vis2ir", "visible_to_ir_transposed": "vis2ir_transposed_deen"}
+DIRECTIONS = {"ir_to_visible": "ir2vis", "visible_to_ir": "vis2ir",
+              "visible_to_ir_transposed": "vis2ir_transposed_deen"}
 CAMS = {Modality.VISIBLE: (1, 2, 3, 4, 5, 6, 7, 8, 9), Modality.INFRARED: (1, 2, 4, 5, 6, 7, 8, 9)}
 
 
@@ -78,7 +80,7 @@ def llcm_key(direction: str) -> str:
     return f"llcm/{DIRECTIONS[direction]}"
 
 
-def llcm_protocol(test_samples: Sequence[Sample], root: "str | Path | None" = None, **options: Any) -> Protocol:
+def llcm_protocol(test_samples: Sequence[Sample], root: str | Path | None = None, **options: Any) -> Protocol:
     """Protocol over LLCM test samples; options direction, trials."""
     check_options("llcm", options, OPTIONS)
     direction = choose("llcm", "direction", options.get("direction", "ir_to_visible"), tuple(DIRECTIONS))

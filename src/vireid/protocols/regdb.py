@@ -7,9 +7,10 @@ results (vireid.engine.evaluator.merge_results) to get the 10-split mean.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..core import EvalTrial, Modality, Sample
 from ..registry import register_protocol
@@ -49,7 +50,7 @@ def regdb_key(direction: str) -> str:
     return f"regdb/{DIRECTIONS[direction]}"
 
 
-def regdb_protocol(test_samples: Sequence[Sample], root: "str | Path | None" = None, **options: Any) -> Protocol:
+def regdb_protocol(test_samples: Sequence[Sample], root: str | Path | None = None, **options: Any) -> Protocol:
     """Protocol over one RegDB split's test samples; options trial (1..10), direction."""
     check_options("regdb", options, OPTIONS)
     direction = choose("regdb", "direction", options.get("direction", "visible_to_thermal"), tuple(DIRECTIONS))

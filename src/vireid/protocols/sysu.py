@@ -17,9 +17,10 @@ Rule "sysu_location" (cam3 queries skip every cam2 gallery image), identity-leve
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class SYSUProtocolOptions:
     shots: int = 1  # 1 (single-shot) | 10 (multi-shot)
     gallery_sampler: str = "agw"  # agw (seeded draws of the AGW code) | official (rand_perm_cam.mat)
     trials: int = 10
-    rand_perm_path: "str | None" = None  # default: <root>/exp/rand_perm_cam.mat
+    rand_perm_path: str | None = None  # default: <root>/exp/rand_perm_cam.mat
 
 
 OPTIONS = tuple(f.name for f in fields(SYSUProtocolOptions))
@@ -105,7 +106,7 @@ def sysu_gallery_official(test_samples: Sequence[Sample], mode: str, trial: int,
     return out
 
 
-def load_rand_perm(path: "str | Path") -> RandPerm:
+def load_rand_perm(path: str | Path) -> RandPerm:
     """Read rand_perm_cam.mat (6x1 cell of per-identity 10 x n uint8 arrays) into int64 arrays."""
     import scipy.io
 
@@ -126,7 +127,7 @@ def load_rand_perm(path: "str | Path") -> RandPerm:
     return out
 
 
-def find_rand_perm(root: "str | Path | None", rand_perm_path: "str | Path | None" = None) -> Path:
+def find_rand_perm(root: str | Path | None, rand_perm_path: str | Path | None = None) -> Path:
     """The rand_perm_cam.mat to use: the explicit path, else <root>/exp/; DatasetError naming both."""
     looked = []
     if rand_perm_path is not None:
@@ -145,7 +146,7 @@ def find_rand_perm(root: "str | Path | None", rand_perm_path: "str | Path | None
 
 
 def sysu_trials(test_samples: Sequence[Sample], mode: str = "all", shots: int = 1, gallery_sampler: str = "agw",
-                trials: int = 10, rand_perm: "RandPerm | None" = None, source: str = RAND_PERM_NAME
+                trials: int = 10, rand_perm: RandPerm | None = None, source: str = RAND_PERM_NAME
                 ) -> list[EvalTrial]:
     """The `trials` EvalTrials of one SYSU setting over the test samples (no disk access)."""
     choose("sysu", "mode", mode, MODES)
@@ -163,6 +164,7 @@ def sysu_trials(test_samples: Sequence[Sample], mode: str = "all", shots: int = 
             gallery = sysu_gallery_agw(test_samples, mode, t, shots)
             draw = {"seed": t}
         else:
+            assert rand_perm is not None  # checked above for the official sampler
             gallery = sysu_gallery_official(test_samples, mode, t, shots, rand_perm, source)
             draw = {"rand_perm_row": t + 1}
         info = {"protocol": key, "dataset": "sysu", "trial": t, "mode": mode, "shots": shots,
@@ -178,7 +180,7 @@ def sysu_key(mode: str, shots: int, gallery_sampler: str) -> str:
     return f"sysu/{mode}/{'single' if shots == 1 else 'multi'}/{gallery_sampler}"
 
 
-def sysu_protocol(test_samples: Sequence[Sample], root: "str | Path | None" = None, **options: Any) -> Protocol:
+def sysu_protocol(test_samples: Sequence[Sample], root: str | Path | None = None, **options: Any) -> Protocol:
     """Protocol over SYSU test samples; options mode, shots, gallery_sampler, trials, rand_perm_path."""
     check_options("sysu", options, OPTIONS)
     mode = choose("sysu", "mode", options.get("mode", "all"), MODES)

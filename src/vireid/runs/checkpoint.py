@@ -15,7 +15,7 @@ from ..utils.atomic import atomic_path
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: "str | Path", payload: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` (plus the format version) to `path` atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -23,7 +23,7 @@ def save_checkpoint(path: "str | Path", payload: dict[str, Any]) -> Path:
     return path
 
 
-def read_checkpoint(path: "str | Path") -> dict[str, Any]:
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file on the CPU; damaged or foreign files raise CheckpointError."""
     path = Path(path)
     if not path.is_file():
@@ -31,7 +31,9 @@ def read_checkpoint(path: "str | Path") -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for damaged files
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}. The file is damaged or not a vireid checkpoint.") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {exc}. The file is damaged or not a vireid checkpoint."
+        ) from None
     if not isinstance(data, dict) or "model" not in data or "method" not in data:
         raise CheckpointError(f"{path} is not a vireid checkpoint (expected keys 'model' and 'method')")
     return data

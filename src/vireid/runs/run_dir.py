@@ -13,8 +13,9 @@ import json
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..core import CheckpointError
 from ..protocols.common import trial_file
@@ -31,7 +32,7 @@ _AUTO_ORDER = ("best", "last")
 class RunDir:
     """The files of one run (training, evaluation or both) under `path`."""
 
-    def __init__(self, path: "str | Path") -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
 
     def __repr__(self) -> str:
@@ -82,7 +83,7 @@ class RunDir:
         """Where decoded training images are cached unless data.cache_dir says otherwise (beside the run)."""
         return self.path.parent / ".cache"
 
-    def checkpoint(self, which: "str | int") -> Path:
+    def checkpoint(self, which: str | int) -> Path:
         """checkpoints/last.pt ("last"), best.pt ("best") or epoch_NNNN.pt (an int, the 1-based epoch)."""
         if isinstance(which, int):
             return self.checkpoints / f"epoch_{which:04d}.pt"
@@ -114,7 +115,7 @@ class RunDir:
             f"Train first (vireid train CONFIG --out {self.path}) or pass --checkpoint PATH."
         )
 
-    def write_run_files(self, cfg: "Config") -> None:
+    def write_run_files(self, cfg: Config) -> None:
         """Write config.yaml and env.json (atomically)."""
         from ..config import dump_config
 
@@ -132,7 +133,7 @@ class RunDir:
                 if ln and json.loads(ln).get("epoch", -1) <= upto_epoch]
         write_text(self.metrics, "".join(ln + "\n" for ln in keep))
 
-    def write_trial_lists(self, trials: Iterable["EvalTrial"]) -> list[Path]:
+    def write_trial_lists(self, trials: Iterable[EvalTrial]) -> list[Path]:
         """Write every trial's gallery paths to galleries/<name>.txt (and its sampled query list to
         queries/<name>.txt when the query side is the sampled one), atomically."""
         written = []
@@ -147,7 +148,7 @@ class RunDir:
         return written
 
 
-def git_revision(where: "str | Path | None" = None) -> str | None:
+def git_revision(where: str | Path | None = None) -> str | None:
     """The git commit of the vireid source tree (or of `where`), with '-dirty' when modified; None outside git."""
     here = Path(where) if where is not None else Path(__file__).resolve().parent
     try:

@@ -14,7 +14,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from ..core import GalleryIndexError, Modality, ModalityError, VireidError
 
@@ -111,8 +111,8 @@ def create_app(index_dir: "str | Path", *, extractor: Any = None, run: "str | Pa
                 "fingerprint": index.fingerprint, "method": extractor.method_name}
 
     @app.post("/search")
-    async def search(image: UploadFile = File(...), modality: str = Form(...), topk: int = Form(10, ge=1, le=1000),
-                     cross_modal_only: bool = Form(False)) -> dict[str, Any]:
+    async def search(image: Annotated[UploadFile, File()], modality: str = Form(...),
+                     topk: int = Form(10, ge=1, le=1000), cross_modal_only: bool = Form(False)) -> dict[str, Any]:
         """Rank the gallery for one query image: {"results": [{id, path, score, modality, camera, pid}]}."""
         mod = parse_modality(modality)
         img, _, _ = await read_image(image)
@@ -136,12 +136,13 @@ def create_app(index_dir: "str | Path", *, extractor: Any = None, run: "str | Pa
         return FileResponse(path)
 
     @app.post("/items", status_code=201)
-    async def add_item(image: UploadFile = File(...), modality: str = Form(...), camera: int | None = Form(None),
+    async def add_item(image: Annotated[UploadFile, File()], modality: str = Form(...), camera: int | None = Form(None),
                        pid: int | None = Form(None), timestamp: str | None = Form(None), tags: str = Form("{}"),
                        x_api_key: str | None = Header(None)) -> dict[str, Any]:
         """Add one image to the gallery (header X-API-Key required); returns the new item."""
         if key is None or x_api_key is None or not hmac.compare_digest(x_api_key.encode(), key.encode()):
-            raise HTTPException(401, "a valid X-API-Key header is required to add items", {"WWW-Authenticate": "ApiKey"})
+            raise HTTPException(401, "a valid X-API-Key header is required to add items",
+                                {"WWW-Authenticate": "ApiKey"})
         mod = parse_modality(modality)
         try:
             tag_dict = json.loads(tags)

@@ -18,12 +18,13 @@ def _modality(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _extractor(run: "str | None", index_dir: "str | Path | None", args: argparse.Namespace):
+def _extractor(run: str | None, index_dir: str | Path | None, args: argparse.Namespace):
     """The FeatureExtractor of --run (building an index), or the one serving the index at `index_dir`."""
     from ..inference import FeatureExtractor
     from .gallery import extractor_for_index
 
     if index_dir is None:
+        assert run is not None  # without an index (index build), --run is a required option
         return FeatureExtractor(run, device=args.device, feature=args.feature, batch_size=args.batch_size,
                                 checkpoint=args.checkpoint)
     return extractor_for_index(index_dir, run, feature=args.feature, device=args.device, batch_size=args.batch_size,
@@ -104,7 +105,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     index = GalleryIndex.open(args.index, extractor=extractor)
     overrides = _index_params(args)
     if overrides and index.kind == "flat":
-        print(f"vireid search: {args.index} is a flat (exact) index; --nprobe/--ef-search do not apply", file=sys.stderr)
+        print(f"vireid search: {args.index} is a flat (exact) index; --nprobe/--ef-search do not apply",
+              file=sys.stderr)
     index.params.update(overrides)  # query-time settings: this search only, the index is not rewritten
     results = search_images(index, extractor, args.queries, args.modality, topk=args.topk,
                             cross_modal_only=args.cross_modal_only)
@@ -189,7 +191,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = isub.add_parser("build", help="embed a folder of images into a new index")
     _model_options(p, run_required=True)
-    p.add_argument("--images", required=True, help="<root>/<visible|infrared>/<camN>/<pid>/*.jpg, or flat with --modality")
+    p.add_argument("--images", required=True,
+                   help="<root>/<visible|infrared>/<camN>/<pid>/*.jpg, or flat with --modality")
     p.add_argument("--out", required=True, help="index directory to create")
     p.add_argument("--modality", type=_modality, metavar="{visible,infrared}",
                    help="every image under --images is of this modality (flat folder)")

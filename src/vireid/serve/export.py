@@ -53,6 +53,9 @@ def build_export_module(method: Any, feature: str, height: int, width: int, *, i
         raise ExportError(f"method declares {spec.channels}-channel input; the exported graph takes RGB images")
 
     class Exported(nn.Module):
+        mean: torch.Tensor  # buffers, registered in __init__
+        std: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.method = method
@@ -86,7 +89,7 @@ def parity_batch(height: int, width: int, n: int = 4, seed: int = 0) -> tuple[np
     return images, codes
 
 
-def export_onnx(run: "str | Path", out: "str | Path", *, feature: str | None = None, checkpoint: str = "auto",
+def export_onnx(run: str | Path, out: str | Path, *, feature: str | None = None, checkpoint: str = "auto",
                 opset: int = 17, input_kind: str = "float", tolerance: float = 1e-4, flip: bool | None = None,
                 batch: int = 4) -> dict[str, Any]:
     """Export the run to ONNX at `out` (atomically) after ONNX Runtime matches PyTorch within `tolerance`."""

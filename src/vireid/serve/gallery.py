@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..core import GalleryIndexError, Modality
 from ..data.datasets.folder import walk_layout
@@ -20,7 +21,7 @@ def _inside(path: Path, root: Path) -> Path:
     return full
 
 
-def scan_images(images: "str | Path", modality: "Modality | str | None" = None) -> list[IndexItem]:
+def scan_images(images: str | Path, modality: Modality | str | None = None) -> list[IndexItem]:
     """Items of an image folder: `<root>/<modality>/<camera>/<pid>/*.jpg`, or every image under a flat folder.
 
     With `modality` the folder is flat: every image below it (sorted, recursively) is of that modality and
@@ -56,7 +57,7 @@ def scan_images(images: "str | Path", modality: "Modality | str | None" = None) 
     return items
 
 
-def extractor_for_index(index_dir: "str | Path", run: "str | Path | None" = None, *, feature: str | None = None,
+def extractor_for_index(index_dir: str | Path, run: str | Path | None = None, *, feature: str | None = None,
                         device: str = "cpu", batch_size: int = 64, checkpoint: str = "auto") -> Any:
     """The FeatureExtractor that serves an index: the model recorded in its meta.json (checkpoint, feature, flip),
     or `run` with `feature` (default: its reported one) when given; `GalleryIndex.open` then checks they match."""
@@ -66,7 +67,9 @@ def extractor_for_index(index_dir: "str | Path", run: "str | Path | None" = None
     model = meta.get("model") or {}
     source = run or model.get("checkpoint")
     if not source:
-        raise GalleryIndexError(f"no --run given and the index at {index_dir} records no checkpoint; pass --run RUN_DIR")
+        raise GalleryIndexError(
+            f"no --run given and the index at {index_dir} records no checkpoint; pass --run RUN_DIR"
+        )
     if run:
         return FeatureExtractor(run, device=device, feature=feature, batch_size=batch_size, checkpoint=checkpoint)
     return FeatureExtractor(source, device=device, feature=meta.get("feature") or None, batch_size=batch_size,
@@ -87,13 +90,15 @@ def embed_in_chunks(extractor: Any, items: list[IndexItem], chunk: int = 512,
     return np.concatenate(parts) if parts else np.zeros((0, extractor.dim), dtype=np.float32)
 
 
-def build_index(extractor: Any, images: "str | Path", out: "str | Path", *, modality: "Modality | str | None" = None,
+def build_index(extractor: Any, images: str | Path, out: str | Path, *, modality: Modality | str | None = None,
                 kind: str = "flat", params: dict | None = None, overwrite: bool = False,
                 progress: Callable[[int], None] | None = None) -> GalleryIndex:
     """Embed every image of `images` and save a new index at `out` (atomically)."""
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise GalleryIndexError(f"{out} exists and is not empty; choose another --out, or pass --overwrite to replace it")
+        raise GalleryIndexError(
+            f"{out} exists and is not empty; choose another --out, or pass --overwrite to replace it"
+        )
     items = scan_images(images, modality)
     index = GalleryIndex.for_extractor(extractor, kind=kind, params=params,
                                        roots=[str(Path(images).expanduser().resolve())])
@@ -102,8 +107,8 @@ def build_index(extractor: Any, images: "str | Path", out: "str | Path", *, moda
     return index
 
 
-def add_to_index(extractor: Any, index_dir: "str | Path", images: "str | Path", *,
-                 modality: "Modality | str | None" = None, skip_existing: bool = True,
+def add_to_index(extractor: Any, index_dir: str | Path, images: str | Path, *,
+                 modality: Modality | str | None = None, skip_existing: bool = True,
                  progress: Callable[[int], None] | None = None) -> tuple[GalleryIndex, int]:
     """Embed the images of `images` not yet indexed and add them; returns (index, number added)."""
     index = GalleryIndex.open(index_dir, extractor=extractor)

@@ -19,9 +19,10 @@ import math
 import os
 import shutil
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -112,7 +113,7 @@ def _pack_modality_filter(n_queries: int, modality: Any, cross_modal_only: bool,
     if len(qmods) != n_queries:
         raise ValueError(f"got {len(qmods)} query modalities for {n_queries} queries")
     out: list[Modality | None] = []
-    for want, q in zip(allowed, qmods):
+    for want, q in zip(allowed, qmods, strict=True):
         other = Modality.INFRARED if q is Modality.VISIBLE else Modality.VISIBLE
         if want is not None and want is not other:
             raise ValueError(f"cross_modal_only with a {q.value} query searches {other.value} images, "
@@ -126,7 +127,7 @@ class GalleryIndex:
 
     def __init__(self, dim: int, *, fingerprint: str, feature: str = "bn", kind: str = "flat",
                  model: dict | None = None, roots: Sequence[str] = (), params: dict | None = None,
-                 directory: "str | Path | None" = None) -> None:
+                 directory: str | Path | None = None) -> None:
         if kind not in KINDS:
             raise GalleryIndexError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
         if kind != "flat":
@@ -146,7 +147,7 @@ class GalleryIndex:
         self._trained_count = 0  # gallery size when the IVF quantizer was trained (retrained after 4x growth)
 
     @classmethod
-    def for_extractor(cls, extractor: Any, kind: str = "flat", **kwargs: Any) -> "GalleryIndex":
+    def for_extractor(cls, extractor: Any, kind: str = "flat", **kwargs: Any) -> GalleryIndex:
         """An empty index for the features of a FeatureExtractor."""
         return cls(extractor.dim, fingerprint=extractor.fingerprint, feature=extractor.feature, kind=kind,
                    model=extractor.describe(), **kwargs)
@@ -184,7 +185,10 @@ class GalleryIndex:
         return [it.id for it in new]
 
     def nlist_for(self, count: int) -> int:
-        """IVF list count: params['nlist'], or 4 * sqrt(count) when 0; at most count // 39 (k-means needs 39 rows a list)."""
+        """IVF list count: params['nlist'], or 4 * sqrt(count) when 0.
+
+        At most count // 39 (k-means needs 39 rows a list).
+        """
         want = int(self.params["nlist"]) or int(round(4 * math.sqrt(max(count, 1))))
         return max(1, min(want, count // 39))
 
@@ -263,9 +267,9 @@ class GalleryIndex:
             k = min(topk, n_allowed)
             # one more than asked: when the (k+1)-th score equals the k-th, tied items may have been cut
             # arbitrarily, so that row takes every item scoring >= the k-th and the id tie-break decides
-            top, idx = torch.topk(block, min(k + 1, n_allowed), dim=1, sorted=True)
-            top, idx = top.numpy(), idx.numpy()
-            for r, row_top, row_idx, row in zip(rows, top, idx, block):
+            top_t, idx_t = torch.topk(block, min(k + 1, n_allowed), dim=1, sorted=True)
+            top, idx = top_t.numpy(), idx_t.numpy()
+            for r, row_top, row_idx, row in zip(rows, top, idx, block, strict=True):
                 if len(row_top) > k and row_top[k] == row_top[k - 1]:
                     row_idx = torch.nonzero(row >= float(row_top[k - 1])).squeeze(1).numpy()
                     row_top = row.numpy()[row_idx]
@@ -285,7 +289,7 @@ class GalleryIndex:
                 rows = pending[pools[pending] == pool]
                 k = int(min(pool, n))
                 scores, ids = index.search(q[rows], k)
-                for r, row_scores, row_ids in zip(rows, scores, ids):
+                for r, row_scores, row_ids in zip(rows, scores, ids, strict=True):
                     ok = row_ids >= 0
                     want = allowed[r]
                     if want is not None:
@@ -299,7 +303,7 @@ class GalleryIndex:
         return out
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: "str | Path | None" = None) -> Path:
+    def save(self, directory: str | Path | None = None) -> Path:
         """Write the index to `directory` (default: where it was opened) atomically: temp dir, then rename."""
         target = Path(directory) if directory is not None else self.directory
         if target is None:
@@ -329,7 +333,7 @@ class GalleryIndex:
         return target
 
     @classmethod
-    def open(cls, directory: "str | Path", extractor: Any = None, fingerprint: str | None = None) -> "GalleryIndex":
+    def open(cls, directory: str | Path, extractor: Any = None, fingerprint: str | None = None) -> GalleryIndex:
         """Load and check an index: meta present, counts agree, model fingerprint matches when given."""
         d = Path(directory).expanduser()
         meta = read_meta(d)
@@ -392,7 +396,8 @@ class GalleryIndex:
         return {"index": str(self.directory) if self.directory else None, "kind": self.kind, "count": len(self),
                 "visible": n_vis, "infrared": len(self) - n_vis, "dim": self.dim, "feature": self.feature,
                 "fingerprint": self.fingerprint, "method": self.model.get("method"),
-                "checkpoint": self.model.get("checkpoint"), "params": {k: self.params[k] for k in KIND_PARAMS[self.kind]},
+                "checkpoint": self.model.get("checkpoint"),
+                "params": {k: self.params[k] for k in KIND_PARAMS[self.kind]},
                 "roots": list(self.roots), "bytes": size}
 
     def image_path(self, item: IndexItem) -> Path:
@@ -407,7 +412,7 @@ class GalleryIndex:
         return full
 
 
-def read_meta(directory: "str | Path") -> dict[str, Any]:
+def read_meta(directory: str | Path) -> dict[str, Any]:
     """The checked meta.json of the index at `directory` (format and version); GalleryIndexError naming the fix."""
     d = Path(directory).expanduser()
     if not d.is_dir():
@@ -420,7 +425,9 @@ def read_meta(directory: "str | Path") -> dict[str, Any]:
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
-        raise GalleryIndexError(f"{meta_path} is damaged ({exc}); rebuild the index with `vireid index build`") from None
+        raise GalleryIndexError(
+            f"{meta_path} is damaged ({exc}); rebuild the index with `vireid index build`"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise GalleryIndexError(f"{meta_path} is not a vireid gallery index description (format {FORMAT!r} expected)")
     if meta.get("version") != VERSION:
@@ -440,7 +447,9 @@ def _check_params(params: dict) -> dict[str, int]:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise GalleryIndexError(f"unknown index parameter {key!r}{hint}; known: {', '.join(DEFAULT_PARAMS)}")
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "nlist" else 1):
-            raise GalleryIndexError(f"index parameter {key} must be an integer >= {0 if key == 'nlist' else 1}, got {value!r}")
+            raise GalleryIndexError(
+                f"index parameter {key} must be an integer >= {0 if key == 'nlist' else 1}, got {value!r}"
+            )
         out[key] = value
     return out
 
@@ -459,10 +468,14 @@ def _read_items(path: Path) -> list[IndexItem]:
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            rows = con.execute("SELECT id, path, modality, camera, pid, timestamp, tags FROM items ORDER BY id").fetchall()
+            rows = con.execute(
+                "SELECT id, path, modality, camera, pid, timestamp, tags FROM items ORDER BY id"
+            ).fetchall()
         finally:
             con.close()
         return [IndexItem(path=r[1], modality=Modality.parse(r[2]), camera=r[3], pid=r[4], timestamp=r[5],
                           tags=json.loads(r[6] or "{}"), id=int(r[0])) for r in rows]
     except (sqlite3.Error, ValueError) as exc:
-        raise GalleryIndexError(f"{path} cannot be read as the item table ({exc}); the index is damaged, rebuild it") from None
+        raise GalleryIndexError(
+            f"{path} cannot be read as the item table ({exc}); the index is damaged, rebuild it"
+        ) from None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..core import Modality, VireidError
 from .index import GalleryIndex, Hit
@@ -28,7 +29,7 @@ class QueryResult:
         return out
 
 
-def search_images(index: GalleryIndex, extractor: Any, queries: Sequence[Any], modality: "Modality | str", *,
+def search_images(index: GalleryIndex, extractor: Any, queries: Sequence[Any], modality: Modality | str, *,
                   topk: int = 10, cross_modal_only: bool = False) -> list[QueryResult]:
     """Embed each query on its own, so one undecodable image fails alone; then search them together."""
     import numpy as np
@@ -45,12 +46,12 @@ def search_images(index: GalleryIndex, extractor: Any, queries: Sequence[Any], m
             results[i].error = str(exc)
     if ok:
         hits = index.search(np.concatenate(feats), topk, cross_modal_only=cross_modal_only, query_modality=mod)
-        for i, h in zip(ok, hits):
+        for i, h in zip(ok, hits, strict=False):
             results[i].hits = h
     return results
 
 
-def render_results(index: GalleryIndex, results: Sequence[QueryResult], out: "str | Path",
+def render_results(index: GalleryIndex, results: Sequence[QueryResult], out: str | Path,
                    tile: tuple[int, int] = (128, 64)) -> Path:
     """A PNG grid, one row per query: the query, then its hits with rank, score and modality (atomic write)."""
     from ..viz import RankRow, Tile, render_ranklist

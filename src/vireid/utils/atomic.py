@@ -7,12 +7,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_path(target: "str | Path", suffix: str = "") -> Iterator[Path]:
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces `target` atomically."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -27,19 +28,19 @@ def atomic_path(target: "str | Path", suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_text(target: "str | Path", text: str) -> None:
+def write_text(target: str | Path, text: str) -> None:
     """Atomically write text."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
 
 
-def write_json(target: "str | Path", obj: Any, indent: int = 2) -> None:
+def write_json(target: str | Path, obj: Any, indent: int = 2) -> None:
     """Atomically write JSON."""
     write_text(target, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
 @contextlib.contextmanager
-def atomic_dir(target: "str | Path") -> Iterator[Path]:
+def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `target` (removed first if present)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

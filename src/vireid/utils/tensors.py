@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from ..core import Modality
 
 
-def modality_codes(modality: "Modality | str | torch.Tensor | Sequence[Modality | int]", n: int,
-                   device: "torch.device | str | None" = None, *, dtype: torch.dtype = torch.long,
+def modality_codes(modality: Modality | str | torch.Tensor | Sequence[Modality | int], n: int,
+                   device: torch.device | str | None = None, *, dtype: torch.dtype = torch.long,
                    per_item: bool = False, what: str = "") -> torch.Tensor:
     """A (n,) tensor of `Modality.code`s: one Modality (or name) broadcast to n, or one code/Modality per item.
 

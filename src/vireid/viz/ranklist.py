@@ -6,9 +6,10 @@ reports share it without knowing each other's types.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..core import VireidError
 from ..utils.atomic import atomic_path
@@ -51,7 +52,7 @@ def _load(image: Any) -> Any:
         return None
 
 
-def render_ranklist(rows: Sequence[RankRow], out: "str | Path", tile: tuple[int, int] = (128, 64),
+def render_ranklist(rows: Sequence[RankRow], out: str | Path, tile: tuple[int, int] = (128, 64),
                     gap: int = 12) -> Path:
     """Draw `rows` into a PNG at `out` (atomic write); `tile` is (height, width) of every image.
 

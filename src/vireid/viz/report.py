@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..utils.atomic import write_text
 
@@ -37,7 +37,7 @@ def render_report(title: str, blocks: Sequence[Block]) -> str:
             + "\n</body></html>")
 
 
-def write_report(path: "str | Path", title: str, blocks: Sequence[Block]) -> Path:
+def write_report(path: str | Path, title: str, blocks: Sequence[Block]) -> Path:
     """Write `render_report(title, blocks)` to `path` atomically."""
     path = Path(path)
     write_text(path, render_report(title, blocks))

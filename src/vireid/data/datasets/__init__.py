@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from ...registry import DATASETS
-from .base import ReIDDataset, Reader, build_label_map
+from .base import Reader, ReIDDataset, build_label_map
 
 
-def load_dataset(name: str, root: "str | Path", **options: Any) -> ReIDDataset:
+def load_dataset(name: str, root: str | Path, **options: Any) -> ReIDDataset:
     """Parse the dataset `name` (a registered reader) at `root` with the reader's `options`."""
     reader = DATASETS.get(name)
     return reader(Path(root).expanduser(), **options).load()

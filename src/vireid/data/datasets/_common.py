@@ -6,11 +6,13 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from ...core import ConfigError, DatasetError, LayoutError, Modality, Sample
+from ...core import ConfigError, LayoutError, Modality, Sample
 from ..images import IMAGE_EXTENSIONS, is_image_file
+
 
 class Problems:
     """Collects layout problems so a reader can report all of them at once."""
@@ -168,7 +170,7 @@ def sort_samples(samples: Iterable[Sample]) -> list[Sample]:
     return sorted(samples, key=lambda s: (s.pid, s.camid, os.path.basename(s.path), s.path))
 
 
-def read_manifest(root: Path) -> "dict | None":
+def read_manifest(root: Path) -> dict | None:
     """The root's manifest.json as a dict, or None when there is none or it is not a JSON object."""
     path = root / "manifest.json"
     if not path.is_file():
@@ -181,7 +183,7 @@ def read_manifest(root: Path) -> "dict | None":
     return data if isinstance(data, dict) else None
 
 
-def is_synthetic(manifest: "dict | None") -> bool:
+def is_synthetic(manifest: dict | None) -> bool:
     """True when the manifest was written by the SynthVI generator."""
     if not manifest:
         return False

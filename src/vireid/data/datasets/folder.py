@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ...core import Modality, ModalityError, Sample
 from ...registry import register_dataset
 from ._common import (
-    Problems, check_both_modalities, check_options, is_synthetic, list_images, read_manifest, require_root,
-    sort_samples, split_summary,
+    Problems,
+    check_both_modalities,
+    check_options,
+    is_synthetic,
+    list_images,
+    read_manifest,
+    require_root,
+    sort_samples,
+    split_summary,
 )
 from .base import ReIDDataset, build_label_map
 

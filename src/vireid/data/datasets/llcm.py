@@ -15,8 +15,18 @@ from ...core import Modality, Sample
 from ...registry import register_dataset
 from ..images import is_image_file
 from ._common import (
-    Problems, check_both_modalities, check_label_consistency, check_options, is_synthetic, list_images,
-    read_id_list, read_list_file, read_manifest, require_root, sort_samples, split_summary,
+    Problems,
+    check_both_modalities,
+    check_label_consistency,
+    check_options,
+    is_synthetic,
+    list_images,
+    read_id_list,
+    read_list_file,
+    read_manifest,
+    require_root,
+    sort_samples,
+    split_summary,
 )
 from .base import ReIDDataset, build_label_map
 
@@ -28,7 +38,7 @@ _CAM_PART_RE = re.compile(r"(?:^|_)c(\d+)(?:_|$)", re.IGNORECASE)
 _CAM_DIR_RE = re.compile(r"cam(\d+)", re.IGNORECASE)
 
 
-def parse_llcm_path(parts: tuple[str, ...]) -> tuple["int | None", "int | None", list[str]]:
+def parse_llcm_path(parts: tuple[str, ...]) -> tuple[int | None, int | None, list[str]]:
     """(pid, camera, conflicts) from path components: id folder or `<pid>_c<cam>_` name; camN folder or `_cNN_`."""
     stem = os.path.splitext(parts[-1])[0]
     conflicts: list[str] = []

@@ -14,8 +14,16 @@ from ...core import ConfigError, Modality, Sample
 from ...registry import register_dataset
 from ..images import is_image_file
 from ._common import (
-    Problems, check_both_modalities, check_label_consistency, check_options, is_synthetic, read_list_file,
-    read_manifest, require_root, sort_samples, split_summary,
+    Problems,
+    check_both_modalities,
+    check_label_consistency,
+    check_options,
+    is_synthetic,
+    read_list_file,
+    read_manifest,
+    require_root,
+    sort_samples,
+    split_summary,
 )
 from .base import ReIDDataset, build_label_map
 
@@ -103,7 +111,7 @@ class RegDB:
         return ReIDDataset(name="regdb", root=root, train=splits["train"], test=splits["test"], val=[],
                            label_map=build_label_map(splits["train"], where=where), info=info)
 
-    def _sample(self, idx: Path, line: int, rel: str, modality: Modality, problems: Problems) -> "Sample | None":
+    def _sample(self, idx: Path, line: int, rel: str, modality: Modality, problems: Problems) -> Sample | None:
         """The sample of one idx line, with pid from its folder; None (and a problem) when it is wrong."""
         parts = PurePosixPath(rel.replace("\\", "/")).parts
         folder = _FOLDERS[modality][1]

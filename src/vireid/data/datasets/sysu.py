@@ -14,8 +14,15 @@ from typing import Any
 from ...core import ConfigError, Modality, Sample
 from ...registry import register_dataset
 from ._common import (
-    Problems, check_both_modalities, check_options, is_synthetic, list_images, read_id_list,
-    read_manifest, require_root, sort_samples,
+    Problems,
+    check_both_modalities,
+    check_options,
+    is_synthetic,
+    list_images,
+    read_id_list,
+    read_manifest,
+    require_root,
+    sort_samples,
 )
 from .base import ReIDDataset, build_label_map
 
@@ -65,7 +72,7 @@ class SYSUMM01:
         wanted = sorted(set().union(*split_ids.values())) if split_ids else []
         by_pid: dict[int, list[Sample]] = {}
         for pid in wanted:
-            samples = []
+            samples: list[Sample] = []
             for cam in CAMERAS:
                 folder = cam_dirs.get(cam, {}).get(pid)
                 if folder is None:

@@ -4,8 +4,17 @@ See docs/synthetic.md. Importing this package does not import torch.
 """
 
 from .generator import (
-    GENERATOR, LAYOUTS, MANIFEST, VERSION, SynthResult, generate, read_manifest, render_shot, resolve_arguments,
-    shot_scene, synthesize,
+    GENERATOR,
+    LAYOUTS,
+    MANIFEST,
+    VERSION,
+    SynthResult,
+    generate,
+    read_manifest,
+    render_shot,
+    resolve_arguments,
+    shot_scene,
+    synthesize,
 )
 from .layouts import DEFAULTS
 

@@ -57,14 +57,14 @@ class CameraParams:
 
 def sysu_cameras() -> list[CameraSpec]:
     """SYSU-MM01: RGB 1, 2 (indoor), 4, 5 (outdoor); IR 3 (indoor, room of cam2) and 6 (outdoor)."""
-    V, I = Modality.VISIBLE, Modality.INFRARED
+    V, IR = Modality.VISIBLE, Modality.INFRARED
     return [
         CameraSpec("sysu", 1, V, 1, False, "visible"),
         CameraSpec("sysu", 2, V, 2, False, "visible"),
-        CameraSpec("sysu", 3, I, 2, False, "nir"),
+        CameraSpec("sysu", 3, IR, 2, False, "nir"),
         CameraSpec("sysu", 4, V, 4, True, "visible"),
         CameraSpec("sysu", 5, V, 5, True, "visible"),
-        CameraSpec("sysu", 6, I, 6, True, "nir"),
+        CameraSpec("sysu", 6, IR, 6, True, "nir"),
     ]
 
 

@@ -72,7 +72,7 @@ def resolve_arguments(layout: str, ids: int | None, images_per_camera: int | Non
             "difficulty": difficulty, "seed": int(seed)}
 
 
-def read_manifest(root: "str | Path") -> dict[str, Any] | None:
+def read_manifest(root: str | Path) -> dict[str, Any] | None:
     """The SynthVI manifest of `root`, or None if `root` holds no (valid) SynthVI manifest."""
     path = Path(root) / MANIFEST
     try:
@@ -252,7 +252,7 @@ def build_manifest(args: dict[str, Any], plan: Plan) -> dict[str, Any]:
     }
 
 
-def synthesize(layout: str, out: "str | Path", *, ids: int | None = None, images_per_camera: int | None = None,
+def synthesize(layout: str, out: str | Path, *, ids: int | None = None, images_per_camera: int | None = None,
                size: tuple[int, int] = (128, 64), difficulty: float = 0.5, seed: int = 0, force: bool = False,
                workers: int | None = None, progress: bool = True) -> SynthResult:
     """Like `generate`, but returns a SynthResult (path, image count, time, whether it was up to date)."""
@@ -289,7 +289,7 @@ def synthesize(layout: str, out: "str | Path", *, ids: int | None = None, images
     return SynthResult(out, len(plan.shots), time.perf_counter() - start, False)
 
 
-def generate(layout: str, out: "str | Path", *, ids: int | None = None, images_per_camera: int | None = None,
+def generate(layout: str, out: str | Path, *, ids: int | None = None, images_per_camera: int | None = None,
              size: tuple[int, int] = (128, 64), difficulty: float = 0.5, seed: int = 0, force: bool = False,
              workers: int | None = None, progress: bool = True) -> Path:
     """Write a SynthVI set in `layout` (sysu, regdb, llcm) at `out` and return its path.

@@ -13,7 +13,13 @@ import numpy as np
 
 from ...core import Modality
 from .cameras import (
-    LAYOUT_CODES, LLCM_NIR_CAMS, LLCM_VIS_CAMS, VIEWS_FRONT_BACK, CameraSpec, llcm_cameras, regdb_cameras,
+    LAYOUT_CODES,
+    LLCM_NIR_CAMS,
+    LLCM_VIS_CAMS,
+    VIEWS_FRONT_BACK,
+    CameraSpec,
+    llcm_cameras,
+    regdb_cameras,
     sysu_cameras,
 )
 from .identity import make_identity
@@ -141,7 +147,8 @@ def plan_regdb(ids: int, k: int, seed: int) -> Plan:
     for pid in pids:
         rng = _rng(seed, "regdb", 2, pid)
         gender = make_identity(seed, pid, 0.0).gender  # attribute draws do not depend on difficulty
-        vis, th = [], []
+        vis: list[str] = []
+        th: list[str] = []
         for i in range(1, k + 1):
             serial += 1
             view = VIEWS_FRONT_BACK[int(rng.integers(2))]

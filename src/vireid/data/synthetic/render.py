@@ -20,7 +20,20 @@ import numpy as np
 from ...core import Modality
 from .cameras import CameraParams, CameraSpec
 from .identity import (
-    BACKPACK, BAG, BG, CAP, GLASSES, HAIR, LOWER, LOWER2, OCCLUDER, SHOES, SKIN, UPPER, UPPER2, Identity,
+    BACKPACK,
+    BAG,
+    BG,
+    CAP,
+    GLASSES,
+    HAIR,
+    LOWER,
+    LOWER2,
+    OCCLUDER,
+    SHOES,
+    SKIN,
+    UPPER,
+    UPPER2,
+    Identity,
 )
 
 STREAM_NOISE = 61
@@ -80,7 +93,8 @@ def sample_scene(ident: Identity, spec: CameraSpec, size: tuple[int, int], diffi
             a, b = rng.uniform(0.62, 0.82), 0.0  # top edge y
         else:
             a, b = (0.0 if rng.random() < 0.5 else 1.0), rng.uniform(0.18, 0.32)  # edge, radius x
-        rgb = tuple(float(x) for x in rng.uniform(0.1, 0.85, 3))
+        rgb_draw = rng.uniform(0.1, 0.85, 3)
+        rgb = (float(rgb_draw[0]), float(rgb_draw[1]), float(rgb_draw[2]))
         occ = Occluder(kind, float(a), float(b), rgb, float(rng.uniform(0.1, 0.8)))
     bg_y = int(rng.integers(plate_shape[0] - h + 1))
     bg_x = int(rng.integers(plate_shape[1] - w + 1))
