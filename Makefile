@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(BIN)/vireid: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# ruff (lint and import order) and mypy (types of src/vireid); settings in pyproject.toml, see CONTRIBUTING.md
+lint: install
+	$(BIN)/ruff check src tests benchmarks configs
+	$(BIN)/mypy
 
 clean:
 	rm -rf runs .pytest_cache

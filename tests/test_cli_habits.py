@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.engine_fixtures import config_args, make_tiny_sysu
 from vireid.cli import build_parser, parse_args
 from vireid.config import load_config, parse_key_values
 from vireid.core import ConfigError
 from vireid.runs import RunDir, read_checkpoint
-
-from tests.engine_fixtures import config_args, make_tiny_sysu
 
 
 def test_overrides_may_follow_the_options():
@@ -66,3 +65,21 @@ def test_reader_options_have_a_shorthand_under_data():
         load_config(None, ["data.name=regdb", "data.options.trail=7"])
     with pytest.raises(ConfigError, match=r"unknown config key 'data.trial'"):
         load_config(None, ["data.name=sysu", "data.trial=7"])  # not an option of the sysu reader
+
+
+def test_a_mapping_override_replaces_the_value_and_may_carry_the_delete_mark():
+    cfg = load_config(None, ["eval.protocol=regdb", "eval.options={_delete_: true, trial: 3}"])
+    assert cfg.eval.options == {"trial": 3}
+    assert load_config(None, ["eval.options={trials: 2}"]).eval.options == {"trials": 2}
+
+
+def test_eval_options_without_protocol_change_the_runs_own_protocol(tmp_path_factory, tmp_path):
+    import json
+
+    from tests.test_serve_helpers import trained_run
+    from vireid.cli import main
+
+    run, _ = trained_run(tmp_path_factory)
+    assert main(["eval", str(run), "--option", "trials=2", "--option", "mode=indoor", "--out", str(tmp_path)]) == 0
+    (key, entry), = json.loads((tmp_path / "results.json").read_text())["protocols"].items()
+    assert key == "sysu/indoor/single/agw" and len(entry["features"]["bn"]["trials"]) == 2

@@ -7,9 +7,9 @@ import shutil
 import pytest
 
 from tests.test_datasets_layouts import make_folder, make_llcm, make_regdb, make_sysu, write_image
-
 from vireid.core import DatasetError  # noqa: E402
 from vireid.data.datasets import load_dataset  # noqa: E402
+from vireid.registry import DATASETS  # noqa: E402
 
 
 def problems_of(name, root, **options) -> list[str]:
@@ -18,7 +18,7 @@ def problems_of(name, root, **options) -> list[str]:
     return getattr(err.value, "problems", [str(err.value)])
 
 
-@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm", "folder"])
+@pytest.mark.parametrize("name", DATASETS.names())
 def test_missing_root_names_the_path(tmp_path, name):
     missing = tmp_path / "nowhere" / name
     (problem,) = problems_of(name, missing)

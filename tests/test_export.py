@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vireid.cli import main as cli_main
-from vireid.core import Modality
-from vireid.serve.export import ExportError, export_onnx
-
 from tests.helpers import tiny_config
 from tests.test_serve_helpers import trained_run
+from vireid.cli import main as cli_main
+from vireid.core import Modality
+from vireid.methods import available_methods
+from vireid.serve.export import ExportError, export_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -21,8 +21,8 @@ def _checkpoint(method: str, path):
     import torch
 
     from vireid.config import config_to_dict
-    from vireid.runs import save_checkpoint
     from vireid.methods import build_method
+    from vireid.runs import save_checkpoint
 
     cfg = tiny_config(method)
     torch.manual_seed(0)
@@ -61,12 +61,8 @@ def test_cli_export_matches_the_feature_extractor(tmp_path_factory, tmp_path, ca
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["baseline", "mpanet", "lba", "cmgan"])
+@pytest.mark.parametrize("method", available_methods())
 def test_every_method_exports_within_tolerance(method, tmp_path):
-    from vireid.methods import available_methods
-
-    if method not in available_methods():
-        pytest.skip(f"{method} is not registered")
     ck = _checkpoint(method, tmp_path / "ck.pt")
     report = export_onnx(ck, tmp_path / "m.onnx", input_kind="uint8")
     assert report["max_abs_diff"] <= 1e-4 and report["inputs"] == ["images", "modality"]
