@@ -114,7 +114,7 @@ def test_protocol_builds_over_samples_with_its_defaults_and_refuses_unknown_opti
     defaults = {k: v for k, v in dataclasses.asdict(options_class(PROTOCOLS.get(name))()).items() if v is not None}
     proto = protocol_from_samples(name, [], **defaults)
     assert isinstance(proto, Protocol) and proto.name.startswith(PROTOCOLS.get(name).dataset)
-    with pytest.raises(ConfigError, match=rf"protocol '{name}': unknown option\(s\) no_such_option"):
+    with pytest.raises(ConfigError, match=rf"protocol '{name}': unknown option\(s\) 'no_such_option'; valid options: "):
         protocol_from_samples(name, [], no_such_option=1)
 
 

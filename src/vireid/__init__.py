@@ -12,8 +12,12 @@ from .core import (
     DatasetError,
     EvalTrial,
     EvaluationError,
+    ExportError,
+    GalleryIndexError,
+    LayoutError,
     Modality,
     ModalityError,
+    NonFiniteLossError,
     Sample,
     TrainingError,
     VireidError,
@@ -23,8 +27,9 @@ from .registry import register_dataset, register_method, register_protocol
 __version__ = "0.1.0"
 
 __all__ = [
-    "Batch", "CheckpointError", "ConfigError", "DatasetError", "EvalTrial", "EvaluationError",
-    "Modality", "ModalityError", "Sample", "TrainingError", "VireidError",
+    "Batch", "CheckpointError", "ConfigError", "DatasetError", "EvalTrial", "EvaluationError", "ExportError",
+    "GalleryIndexError", "LayoutError", "Modality", "ModalityError", "NonFiniteLossError", "Sample", "TrainingError",
+    "VireidError",
     "register_dataset", "register_method", "register_protocol", "__version__", "FeatureExtractor",
 ]
 

@@ -17,7 +17,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,16 @@ def build_dataclass(cls: type, raw: Mapping, where: str = "") -> Any:
             raise ConfigError(f"config key '{full}' expects {getattr(tp, '__name__', tp)}, got {value!r}")
         kwargs[key] = coerced
     return cls(**kwargs)
+
+
+def check_option_names(what: str, options: Mapping[str, Any], valid: Iterable[str] | type) -> None:
+    """ConfigError naming every unknown option of `options` and listing the valid ones (names, or the fields of an
+    Options dataclass); `what` says whose options they are, e.g. "sysu reader" or "protocol 'regdb'"."""
+    names = sorted(f.name for f in dataclasses.fields(valid)) if isinstance(valid, type) else sorted(valid)
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        allowed = ", ".join(repr(k) for k in names) if names else "none"
+        raise ConfigError(f"{what}: unknown option(s) {', '.join(repr(k) for k in unknown)}; valid options: {allowed}")
 
 
 def options_class(entry: Any) -> type:

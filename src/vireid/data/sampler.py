@@ -35,10 +35,12 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 from ..core import ConfigError, Modality, ModalityError
 from ..utils.seed import numpy_rng
+from ..utils.tensors import modality_codes
 
 SAMPLER_KINDS = ("agw", "mpanet")
 
@@ -49,13 +51,6 @@ class TrainItem(NamedTuple):
     index: int  # type: ignore[assignment]  # a field named like tuple.index, kept: public API
     epoch: int
     position: int
-
-
-def _codes(modalities: Sequence[Modality | int]) -> np.ndarray:
-    out = np.empty(len(modalities), dtype=np.int8)
-    for i, m in enumerate(modalities):
-        out[i] = m.code if isinstance(m, Modality) else Modality.from_code(int(m)).code
-    return out
 
 
 class CrossModalSampler(Sampler):
@@ -79,7 +74,7 @@ class CrossModalSampler(Sampler):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"rank must be in [0, world_size), got rank={rank} world_size={world_size}")
         labels_arr = np.asarray(labels, dtype=np.int64)
-        codes = _codes(modalities)
+        codes = modality_codes(list(modalities), len(modalities), "cpu", dtype=torch.int8).numpy()
         if labels_arr.ndim != 1 or len(labels_arr) != len(codes):
             raise ConfigError(
                 f"labels and modalities must be 1-D of equal length, got {labels_arr.shape} and {len(codes)}"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core import ConfigError, EvalTrial, EvaluationError, Sample
-from ..metrics.ranking import rank_queries, summarize
+from ..metrics.ranking import rank_queries, require_valid_query, summarize
 from ..metrics.rerank import k_reciprocal_rerank
 from ..runs.run_dir import RunDir
 from .results import RERANK_SUFFIX, EvalResults, FeatureResult, ProtocolResult, TrialResult
@@ -140,12 +140,7 @@ class Evaluator:
         return self._summarize(ap, inp, hit, trial, ids)
 
     def _summarize(self, ap, inp, hit, trial: EvalTrial, ids: dict):
-        if not (hit > 0).any():
-            shared = len(set(ids["qp"].tolist()) & set(ids["gp"].tolist()))
-            raise EvaluationError(
-                f"trial {trial.name!r}: no valid query among {len(hit)} (gallery {len(ids['gp'])} images, "
-                f"{shared} identities shared with the query) under rule {trial.rule!r}; every true match was "
-                "filtered out or query and gallery share no identity")
+        require_valid_query(hit, ids["qp"], ids["gp"], trial.rule, where=f"trial {trial.name!r}")
         return summarize(ap, inp, hit, max_rank=self.max_rank, num_gallery=len(ids["gp"]))
 
     def _distance(self, q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

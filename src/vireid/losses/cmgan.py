@@ -12,6 +12,7 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 
+from ..utils.tensors import modality_codes
 from ._precision import float32_math
 
 T = TypeVar("T", torch.Tensor, float)
@@ -46,14 +47,14 @@ def modality_cross_entropy(logits: torch.Tensor, modalities: torch.Tensor) -> to
 
     logits (B, 2), modalities (B,) codes -> scalar.
     """
-    codes = torch.as_tensor(modalities, device=logits.device).reshape(-1).long()
-    if codes.numel() != logits.shape[0]:
-        raise ValueError(f"got {codes.numel()} modality codes for {logits.shape[0]} discriminator outputs")
+    codes = modality_codes(modalities, logits.shape[0], logits.device, per_item=True,
+                           what=f"{logits.shape[0]} discriminator outputs")
     return F.cross_entropy(logits, codes)
 
 
 @torch.no_grad()
 def modality_accuracy(logits: torch.Tensor, modalities: torch.Tensor) -> torch.Tensor:
     """Fraction of images whose arg-max discriminator logit is their modality code: (B, 2), (B,) -> scalar."""
-    codes = torch.as_tensor(modalities, device=logits.device).reshape(-1).long()
+    codes = modality_codes(modalities, logits.shape[0], logits.device, per_item=True,
+                           what=f"{logits.shape[0]} discriminator outputs")
     return (logits.argmax(dim=1) == codes).float().mean()

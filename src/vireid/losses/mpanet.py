@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Modality
+from ..utils.tensors import modality_codes
 from ._precision import float32_math
 
 KL_FORMS = ("code", "paper")
@@ -104,9 +105,8 @@ def mutual_mean_kl(logits: torch.Tensor, mean_logits: torch.Tensor, modalities: 
         return (log_p.exp() * (log_p - log_q)).sum() / logits.shape[0]
     if modalities is None:
         raise ValueError("mutual_mean_kl(faithful_to='paper') needs the modality code of each row")
-    codes = torch.as_tensor(modalities, device=logits.device).reshape(-1)
-    if codes.numel() != logits.shape[0]:
-        raise ValueError(f"mutual_mean_kl: {codes.numel()} modality codes for {logits.shape[0]} rows")
+    codes = modality_codes(modalities, logits.shape[0], logits.device, per_item=True,
+                           what=f"{logits.shape[0]} rows of mutual_mean_kl")
     per_row = (log_q.exp() * (log_q - log_p)).sum(1)
     total = logits.new_zeros(())
     for modality in (Modality.VISIBLE, Modality.INFRARED):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Modality
+from ..utils.tensors import modality_codes
 from ._precision import float32_math
 from .distance import pairwise_euclidean
 
@@ -90,16 +91,6 @@ def caj_triplet(features: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0
     return F.soft_margin_loss(diff, y)
 
 
-def _codes(modalities: torch.Tensor | Modality, n: int, device: torch.device) -> torch.Tensor:
-    if isinstance(modalities, Modality):
-        raise ValueError("cross_modality_triplet needs one modality code per feature (a (B,) tensor), "
-                         f"got the single modality {modalities}")
-    codes = torch.as_tensor(modalities, device=device).reshape(-1).long()
-    if codes.numel() != n:
-        raise ValueError(f"got {codes.numel()} modality codes for {n} features")
-    return codes
-
-
 @float32_math
 def cross_modality_triplet(features: torch.Tensor, labels: torch.Tensor, modalities: torch.Tensor,
                            margin: float, squared: bool = False, mining: str = "hard",
@@ -114,7 +105,7 @@ def cross_modality_triplet(features: torch.Tensor, labels: torch.Tensor, modalit
     features (B, D), labels (B,), modalities (B,) Modality codes -> scalar.
     """
     n = features.shape[0]
-    codes = _codes(modalities, n, features.device)
+    codes = modality_codes(modalities, n, features.device, per_item=True, what=f"{n} features")
     same, diff = _label_masks(labels, n)
     cross = codes.unsqueeze(0) != codes.unsqueeze(1)
     pos, neg = same & cross, diff & cross

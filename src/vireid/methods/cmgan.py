@@ -169,8 +169,7 @@ class CmGAN(Method):
     # ---- training
     @staticmethod
     def _check_batch(batch: Batch) -> None:
-        codes = batch.modalities.reshape(-1).long()
-        vis, ir = codes == Modality.VISIBLE.code, codes == Modality.INFRARED.code
+        vis, ir = batch.visible_mask, batch.infrared_mask
         if not bool(vis.any()) or not bool(ir.any()):
             raise TrainingError(
                 f"cmGAN needs both modalities in every batch (its triplet and discriminator compare them); got "

@@ -160,8 +160,7 @@ class MPANet(Method):
     def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
         opts: MPANetOptions = self.cfg.method
         labels = batch.labels
-        vis = batch.modalities == Modality.VISIBLE.code
-        ir = batch.modalities == Modality.INFRARED.code
+        vis, ir = batch.visible_mask, batch.infrared_mask
         n_vis, n_ir = int(vis.sum()), int(ir.sum())
         n_ids = int(torch.unique(labels).numel())
         if n_vis == 0 or n_ir == 0 or n_ids < 2:

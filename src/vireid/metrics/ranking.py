@@ -93,32 +93,14 @@ def evaluate_ranking(
     `cmc`: "identity" (first occurrence of each gallery identity) or "image".
     `max_rank` is clipped to the number of gallery images. Queries are processed `chunk_size`
     rows at a time (default: as many as `memory_budget` bytes allow).
+    This is `summarize(*rank_queries(...))` with at least one query and one valid query required.
     """
-    if rule not in RULES:
-        raise EvaluationError(f"unknown rule {rule!r}: expected one of {', '.join(RULES)}")
-    if cmc not in CMC_KINDS:
-        raise EvaluationError(f"unknown cmc kind {cmc!r}: expected one of {', '.join(CMC_KINDS)}")
-    d = _as_tensor(dist, "dist")
-    if d.dim() != 2:
-        raise EvaluationError(f"dist must be a 2-d (num_query, num_gallery) matrix, got shape {tuple(d.shape)}")
-    nq, ng = int(d.shape[0]), int(d.shape[1])
-    if ng == 0:
-        raise EvaluationError("empty gallery: dist has 0 columns; a trial needs at least one gallery image")
-    if nq == 0:
-        raise EvaluationError("no query: dist has 0 rows; a trial needs at least one query image")
     if int(max_rank) < 1:
         raise EvaluationError(f"max_rank must be >= 1, got {max_rank}")
-    dev = d.device
-    qp = _ids(q_pids, "q_pids", nq, dev, d.shape)
-    gp = _ids(g_pids, "g_pids", ng, dev, d.shape)
-    need_cams = rule != "none"
-    qc = _ids(q_camids, "q_camids", nq, dev, d.shape, optional=not need_cams)
-    gc = _ids(g_camids, "g_camids", ng, dev, d.shape, optional=not need_cams)
-
-    ap, inp, hit = _rank_all(d, qp, gp, qc, gc, rule, cmc, chunk_size, memory_budget)
-    if not (hit > 0).any():
-        raise EvaluationError(_no_valid_message(qp, gp, rule, nq, ng))
-    return summarize(ap, inp, hit, max_rank=int(max_rank), num_gallery=ng)
+    ap, inp, hit = rank_queries(dist, q_pids, g_pids, q_camids, g_camids, rule=rule, cmc=cmc, chunk_size=chunk_size,
+                                memory_budget=memory_budget, require_query=True)
+    require_valid_query(hit, q_pids, g_pids, rule)
+    return summarize(ap, inp, hit, max_rank=int(max_rank), num_gallery=int(np.shape(dist)[1]))
 
 
 def rank_queries(
@@ -132,25 +114,41 @@ def rank_queries(
     cmc: str = "identity",
     chunk_size: int | None = None,
     memory_budget: int | None = None,
+    require_query: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-query AP, INP (NaN if invalid) and first-hit rank (-1 if invalid), without averaging.
 
-    For callers that score a large trial block by block (then `summarize` the concatenation).
+    For callers that score a large trial block by block (then `summarize` the concatenation, after
+    `require_valid_query`). An empty gallery is refused; so is an empty query list with `require_query`.
     """
     if rule not in RULES:
         raise EvaluationError(f"unknown rule {rule!r}: expected one of {', '.join(RULES)}")
     if cmc not in CMC_KINDS:
         raise EvaluationError(f"unknown cmc kind {cmc!r}: expected one of {', '.join(CMC_KINDS)}")
     d = _as_tensor(dist, "dist")
-    if d.dim() != 2 or d.shape[1] == 0:
-        raise EvaluationError(f"dist must be a (num_query, num_gallery >= 1) matrix, got shape {tuple(d.shape)}")
+    if d.dim() != 2:
+        raise EvaluationError(f"dist must be a 2-d (num_query, num_gallery) matrix, got shape {tuple(d.shape)}")
     nq, ng = int(d.shape[0]), int(d.shape[1])
+    if ng == 0:
+        raise EvaluationError("empty gallery: dist has 0 columns; a trial needs at least one gallery image")
+    if nq == 0 and require_query:
+        raise EvaluationError("no query: dist has 0 rows; a trial needs at least one query image")
     dev = d.device
     optional = rule == "none"
     return _rank_all(d, _ids(q_pids, "q_pids", nq, dev, d.shape), _ids(g_pids, "g_pids", ng, dev, d.shape),
                      _ids(q_camids, "q_camids", nq, dev, d.shape, optional=optional),
                      _ids(g_camids, "g_camids", ng, dev, d.shape, optional=optional),
                      rule, cmc, chunk_size, memory_budget)
+
+
+def require_valid_query(first_hit: np.ndarray, q_pids: Any, g_pids: Any, rule: str, where: str = "") -> None:
+    """EvaluationError saying why, when no query has a true match left after the rule's filter."""
+    if (np.asarray(first_hit) > 0).any():
+        return
+    qp = torch.as_tensor(q_pids).reshape(-1).cpu()
+    gp = torch.as_tensor(g_pids).reshape(-1).cpu()
+    message = _no_valid_message(qp, gp, rule, int(qp.numel()), int(gp.numel()))
+    raise EvaluationError(f"{where}: {message}" if where else message)
 
 
 def _rank_all(d: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: torch.Tensor | None,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import check_option_names
 from ..core import ConfigError, EvalTrial, Modality, Sample
 
 
@@ -43,12 +44,9 @@ class Protocol:
         return out
 
 
-def check_options(protocol: str, options: dict, allowed: Sequence[str]) -> None:
-    """ConfigError naming unknown options and the allowed ones."""
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"protocol {protocol!r}: unknown option(s) {', '.join(unknown)}; "
-                          f"allowed: {', '.join(allowed) or 'none'}")
+def check_options(protocol: str, options: Mapping[str, Any], valid: Iterable[str] | type) -> None:
+    """ConfigError naming every unknown protocol option and listing the valid ones (`config.check_option_names`)."""
+    check_option_names(f"protocol {protocol!r}", options, valid)
 
 
 def choose(protocol: str, option: str, value: Any, allowed: Sequence[Any]) -> Any:

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ...core import ConfigError, LayoutError, Modality, Sample
+from ...config import check_option_names
+from ...core import LayoutError, Modality, Sample
 from ..images import IMAGE_EXTENSIONS, is_image_file
 
 
@@ -35,14 +36,9 @@ class Problems:
             raise LayoutError(self.layout, self.root, self.items)
 
 
-def check_options(layout: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
-    """ConfigError naming every unknown option and listing the valid ones."""
-    valid = sorted(valid)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        names = ", ".join(repr(k) for k in unknown)
-        allowed = ", ".join(repr(k) for k in valid) if valid else "none"
-        raise ConfigError(f"{layout} reader: unknown option(s) {names}; valid options: {allowed}")
+def check_options(layout: str, options: Mapping[str, Any], valid: Iterable[str] | type) -> None:
+    """ConfigError naming every unknown reader option and listing the valid ones (`config.check_option_names`)."""
+    check_option_names(f"{layout} reader", options, valid)
 
 
 def require_root(layout: str, root: Path, expected: str) -> None:

@@ -6,7 +6,7 @@ Dataset facts: docs/reference/protocols.md#sec-4.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -58,7 +58,7 @@ class RegDB:
     Options = RegDBOptions
 
     def __init__(self, root: Path, **options: Any) -> None:
-        check_options("regdb", options, [f.name for f in fields(RegDBOptions)])
+        check_options("regdb", options, RegDBOptions)
         self.root = Path(root).expanduser()
         self.trial = parse_trial(options.get("trial", 1))
 

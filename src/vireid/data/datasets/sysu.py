@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ class SYSUMM01:
     Options = SYSUOptions
 
     def __init__(self, root: Path, **options: Any) -> None:
-        check_options("sysu", options, [f.name for f in fields(SYSUOptions)])
+        check_options("sysu", options, SYSUOptions)
         self.root = Path(root).expanduser()
         self.train_split = options.get("train_split", "train+val")
         if self.train_split not in TRAIN_SPLITS:
