@@ -146,6 +146,16 @@ def test_registries_and_config_stay_leaves():
     assert graph["vireid.config"] <= {"vireid.core", "vireid.registry"}
 
 
+def test_the_command_line_parser_imports_no_torch():
+    """`vireid --help` stays fast: every sub-command registers without importing torch."""
+    import subprocess
+
+    code = ("import sys\nfrom vireid.cli import build_parser\nbuild_parser()\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('vireid'))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def _import_alone(name: str) -> str | None:
     import importlib
     import traceback

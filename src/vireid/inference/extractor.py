@@ -12,21 +12,18 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
 from ..core import ConfigError, Modality
-
-if TYPE_CHECKING:
-    import torch
+from .embed import embed_items
+from .model import load_trained
 
 
 def _tensor_to_uint8(t: torch.Tensor) -> list[np.ndarray]:
     """(3, H, W) or (N, 3, H, W) tensor -> list of (H, W, 3) uint8 arrays; floats are RGB in [0, 1]."""
-    import torch
-
     t = t.detach().cpu()
     if t.ndim == 3:
         t = t.unsqueeze(0)
@@ -43,12 +40,7 @@ def _tensor_to_uint8(t: torch.Tensor) -> list[np.ndarray]:
 
 def as_image_list(images: Any) -> list[Any]:
     """Split `images` (one image, a list, an (N, H, W, 3) array or an (N, 3, H, W) tensor) into single images."""
-    torch: ModuleType | None
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        torch = None
-    if torch is not None and isinstance(images, torch.Tensor):
+    if isinstance(images, torch.Tensor):
         return _tensor_to_uint8(images)
     if isinstance(images, np.ndarray):
         return list(images) if images.ndim == 4 else [images]
@@ -56,7 +48,7 @@ def as_image_list(images: Any) -> list[Any]:
         return [images]
     out: list[Any] = []
     for im in images:
-        if torch is not None and isinstance(im, torch.Tensor):
+        if isinstance(im, torch.Tensor):
             out.extend(_tensor_to_uint8(im))
         else:
             out.append(im)
@@ -92,8 +84,6 @@ class FeatureExtractor:
 
     def __init__(self, run_dir_or_checkpoint: str | Path, device: str = "cpu", feature: str | None = None,
                  batch_size: int = 64, checkpoint: str = "auto", flip: bool | None = None) -> None:
-        from .model import load_trained
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.cfg, self.method, self.checkpoint_path = load_trained(run_dir_or_checkpoint, checkpoint, device)
@@ -127,8 +117,6 @@ class FeatureExtractor:
     def fingerprint(self) -> str:
         """sha256 over the weights (sorted names, shapes, dtypes, bytes), method, feature, flip and input size."""
         if self._fingerprint is None:
-            import torch
-
             h = hashlib.sha256(f"vireid-features v1 {self.method_name} {self.feature} flip={int(self.flip)} "
                                f"{self.height}x{self.width}\n".encode())
             for name, t in sorted(self.method.state_dict().items()):
@@ -140,8 +128,6 @@ class FeatureExtractor:
 
     def __call__(self, images: Any, modality: Any) -> np.ndarray:
         """(N, D) float32 L2-normalised features, rows in input order; batches of `batch_size` per modality."""
-        from .embed import embed_items
-
         items = as_image_list(images)
         mods = as_modalities(modality, len(items))
         feats = embed_items(self.method, items, mods, height=self.height, width=self.width, device=self.device,

@@ -15,15 +15,16 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..core import CheckpointError
+import numpy
+import torch
+
+from .. import __version__
+from ..config import Config, dump_config
+from ..core import CheckpointError, EvalTrial
 from ..protocols.common import trial_file
 from ..utils.atomic import write_json, write_text
-
-if TYPE_CHECKING:
-    from ..config import Config
-    from ..core import EvalTrial
 
 CHECKPOINT_NAMES = {"last": "last.pt", "best": "best.pt"}
 _AUTO_ORDER = ("best", "last")
@@ -117,8 +118,6 @@ class RunDir:
 
     def write_run_files(self, cfg: Config) -> None:
         """Write config.yaml and env.json (atomically)."""
-        from ..config import dump_config
-
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(self.config, dump_config(cfg))
         env = environment()
@@ -164,11 +163,6 @@ def git_revision(where: str | Path | None = None) -> str | None:
 
 def environment() -> dict[str, Any]:
     """Versions and platform facts recorded with every run."""
-    import numpy
-    import torch
-
-    from .. import __version__
-
     return {
         "vireid": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
         "numpy": numpy.__version__, "platform": platform.platform(), "cuda": torch.version.cuda,
