@@ -83,3 +83,28 @@ def test_eval_options_without_protocol_change_the_runs_own_protocol(tmp_path_fac
     assert main(["eval", str(run), "--option", "trials=2", "--option", "mode=indoor", "--out", str(tmp_path)]) == 0
     (key, entry), = json.loads((tmp_path / "results.json").read_text())["protocols"].items()
     assert key == "sysu/indoor/single/agw" and len(entry["features"]["bn"]["trials"]) == 2
+
+
+def test_a_checkpoint_config_of_vireid_0_1_0_still_loads(tmp_path):
+    """0.1.0 saved data.train_split and data.trial whatever the reader; today they are reader options."""
+    import torch
+
+    from tests.helpers import tiny_config
+    from vireid.config import config_to_dict, upgrade_saved_config
+    from vireid.inference import load_trained
+    from vireid.methods import build_method
+    from vireid.runs import save_checkpoint
+
+    cfg = tiny_config("baseline")
+    old = config_to_dict(cfg)
+    old["data"].pop("options")
+    old["data"].update({"train_split": "train", "trial": 1})  # the 0.1.0 fields
+    assert upgrade_saved_config(old)["data"] == {**{k: v for k, v in old["data"].items() if k != "trial"}}
+    torch.manual_seed(0)
+    model = build_method(cfg, 6)
+    save_checkpoint(tmp_path / "old.pt", {"config": old, "num_classes": 6, "model": model.state_dict(),
+                                          "method": "baseline"})
+    loaded_cfg, method, _ = load_trained(tmp_path / "old.pt")
+    assert loaded_cfg.data.options == {"train_split": "train"} and loaded_cfg.data.train_split == "train"
+    assert all(torch.equal(a, b) for a, b in zip(method.state_dict().values(), model.state_dict().values(),
+                                                  strict=True))
