@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_package_under_src_is_listed_in_pyproject():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(REPO / "src").parts) for p in (REPO / "src").rglob("__init__.py")}
-    assert listed == found | {"vireid.configs"}
+    configs = {"vireid.configs"} | {f"vireid.configs.{d.name}" for d in (REPO / "configs").iterdir() if d.is_dir()
+                                    and d.name != "__pycache__"}
+    assert listed == found | configs | {"vireid.serve.static"}
 
 
 def test_shipped_configs_resolve_from_any_directory(tmp_path, monkeypatch):
