@@ -159,3 +159,15 @@ def test_a_user_protocol_over_a_user_dataset_evaluates_through_the_registry(tmp_
     finally:
         PROTOCOLS.unregister("tiny_pairs")
         DATASETS.unregister("tiny_pairs")
+
+
+def test_a_loaded_dataset_must_match_the_protocols_reader_options(tmp_path):
+    from vireid.protocols import check_dataset_matches, reader_options
+
+    split1 = ReIDDataset("regdb", tmp_path, train=[], test=[], info={"trial": 1})
+    assert reader_options("regdb", {"trial": 3, "direction": "visible_to_thermal"}) == {"trial": 3}
+    check_dataset_matches("regdb", split1, {"trial": 1, "direction": "thermal_to_visible"})
+    with pytest.raises(ConfigError, match=r"option trial=2 asks for another regdb trial than the dataset that was "
+                                          r"loaded \(trial=1\); set data.options.trial=2"):
+        check_dataset_matches("regdb", split1, {"trial": 2})
+    check_dataset_matches("sysu", split1, {"mode": "indoor"})  # sysu's reader takes no protocol option
