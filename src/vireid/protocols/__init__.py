@@ -62,13 +62,8 @@ def get_protocol(name: str, root: str | Path, dataset_options: dict | None = Non
     return protocol_from_samples(name, dataset.test, root=dataset.root, **options)
 
 
-def available_protocols() -> list[str]:
-    """Names of every registered protocol."""
-    return PROTOCOLS.names()
-
-
 __all__ = [
-    "PROTOCOLS", "Protocol", "available_protocols", "check_dataset_matches", "find_rand_perm", "get_protocol",
+    "PROTOCOLS", "Protocol", "check_dataset_matches", "find_rand_perm", "get_protocol",
     "load_protocol_dataset",
     "llcm_trials", "load_rand_perm", "protocol_from_samples", "reader_options", "regdb_trials", "register_protocol",
     "sysu_trials", "trial_file",
