@@ -19,6 +19,7 @@ from .core import (
     ModalityError,
     NonFiniteLossError,
     Sample,
+    StorageError,
     TrainingError,
     VireidError,
 )
@@ -28,8 +29,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch", "CheckpointError", "ConfigError", "DatasetError", "EvalTrial", "EvaluationError", "ExportError",
-    "GalleryIndexError", "LayoutError", "Modality", "ModalityError", "NonFiniteLossError", "Sample", "TrainingError",
-    "VireidError",
+    "GalleryIndexError", "LayoutError", "Modality", "ModalityError", "NonFiniteLossError", "Sample", "StorageError",
+    "TrainingError", "VireidError",
     "register_dataset", "register_method", "register_protocol", "__version__", "FeatureExtractor",
 ]
 

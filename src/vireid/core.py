@@ -130,7 +130,8 @@ class VireidError(Exception):
     """Base class of every error vireid raises on purpose; the message names the fix.
 
     The whole family, defined here: DatasetError (LayoutError), ConfigError, CheckpointError,
-    ModalityError, EvaluationError, TrainingError (NonFiniteLossError), GalleryIndexError, ExportError.
+    ModalityError, EvaluationError, TrainingError (NonFiniteLossError), StorageError, GalleryIndexError,
+    ExportError.
     The CLI prints any of them as one line and exits with code 2.
     """
 
@@ -181,6 +182,10 @@ class TrainingError(VireidError):
 
 class NonFiniteLossError(TrainingError):
     """A loss became NaN or inf; the message says where and which part."""
+
+
+class StorageError(VireidError):
+    """A file cannot be written (the disk is full, or permission is denied); nothing half-written is left."""
 
 
 class GalleryIndexError(VireidError):

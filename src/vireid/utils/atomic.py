@@ -1,30 +1,79 @@
-"""Atomic writes: write to a temporary file beside the target, then rename."""
+"""Atomic writes: write to a temporary file beside the target, then rename; a full disk is named, not a traceback.
+
+Temporary files and folders get the permissions the target has (or would get from the umask), so an atomic
+rewrite never turns a 0644 file into 0600 or a 0755 folder into 0700. A `.NAME.*.tmp` left by a killed
+writer is removed by `clean_leftovers` (call it only while no other writer can be at work).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ..core import StorageError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def default_mode(directory: bool) -> int:
+    """The permissions a new file (0o666) or folder (0o777) gets under the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def _mode_for(target: Path, directory: bool) -> int:
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return default_mode(directory)
+
+
+def storage_error(exc: OSError, target: str | Path) -> StorageError | None:
+    """A StorageError naming `target` for a full disk or a denied permission; None for other errors."""
+    where = Path(target)
+    if exc.errno in _FULL:
+        try:
+            free = shutil.disk_usage(where.parent if not where.exists() else where).free
+            room = f" ({free / 2**20:.1f} MiB free)"
+        except OSError:
+            room = ""
+        return StorageError(f"cannot write {where}: the disk is full{room}; free some space and run the command "
+                            f"again ({where} was left as it was)")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(f"cannot write {where}: {exc.strerror or 'permission denied'}; check the folder's "
+                            f"permissions ({where} was left as it was)")
+    return None
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces `target` atomically."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
+        os.chmod(tmp_path, _mode_for(target, directory=False))
         os.replace(tmp_path, target)
+    except OSError as exc:
+        err = storage_error(exc, target)
+        if err is None:
+            raise
+        raise err from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -39,16 +88,50 @@ def write_json(target: str | Path, obj: Any, indent: int = 2) -> None:
     write_text(target, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def old_copy(target: str | Path) -> Path:
+    """Where `atomic_dir` keeps the previous version of `target` while it swaps in the new one."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.old")
+
+
+def recover_dir(target: str | Path) -> bool:
+    """Put back the previous version of `target` when a writer was killed between `atomic_dir`'s two renames
+    (the target is missing, its `.old` copy intact); True when it did."""
+    target, old = Path(target), old_copy(target)
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+        return True
+    return False
+
+
+def clean_leftovers(target: str | Path) -> list[Path]:
+    """Remove the `.NAME.*.tmp` files and folders a killed writer of `target` left beside it; returns them."""
+    target = Path(target)
+    removed = []
+    for p in target.parent.glob(f".{target.name}.*.tmp"):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces `target` (removed first if present)."""
+    """Yield a temporary sibling directory; on success it replaces `target`.
+
+    The old version is renamed to `.NAME.old` and removed only once the new one is in place, so a kill
+    between the two renames leaves it intact (`recover_dir` puts it back)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(tmp, _mode_for(target, directory=True))
         yield tmp
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
+            old = old_copy(target)
             if old.exists():
                 shutil.rmtree(old)
             os.replace(target, old)
@@ -56,6 +139,11 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(tmp, target)
+    except OSError as exc:
+        err = storage_error(exc, target)
+        if err is None:
+            raise
+        raise err from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp)
