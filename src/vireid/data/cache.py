@@ -40,9 +40,13 @@ from ..utils.atomic import atomic_path, write_json
 
 _load_rgb: Callable[[str | Path], Image.Image] | None
 try:  # the project's decoder (DatasetError naming the path); a PIL fallback keeps this module standalone
+    from .images import empty_image_message as _empty_message
     from .images import load_rgb as _load_rgb
 except ImportError:  # pragma: no cover - only when images.py is absent
     _load_rgb = None
+
+    def _empty_message(path: str | Path) -> str:
+        return f"image {path} is empty (0 bytes); re-copy or re-extract it from the original archive"
 
 CACHE_FORMAT_VERSION = 1
 _PREFIX = "vireid-images"
@@ -79,8 +83,13 @@ def _as_path(item: Sample | str | os.PathLike[str]) -> str:
 
 
 def cache_key(paths: Sequence[str], height: int, width: int) -> str:
-    """sha256 over (format version, H, W, and every path with its byte size and mtime in ns)."""
+    """sha256 over (format version, H, W, and every path with its byte size and mtime in ns).
+
+    The stat it needs anyway also finds empty (0-byte) images: DatasetError naming the first one (and
+    how many more) before anything is decoded.
+    """
     h = hashlib.sha256(f"vireid-image-cache v{CACHE_FORMAT_VERSION} {int(height)}x{int(width)} lanczos\n".encode())
+    empty: list[str] = []
     for p in paths:
         try:
             st = os.stat(p)
@@ -89,7 +98,12 @@ def cache_key(paths: Sequence[str], height: int, width: int) -> str:
                 f"image {p} cannot be read ({exc.strerror or exc}) while fingerprinting the image cache; "
                 "check that the dataset root is complete"
             ) from exc
+        if st.st_size == 0:
+            empty.append(p)
         h.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    if empty:
+        more = f"; {len(empty) - 1} more images are empty too, `vireid data check` lists them" if len(empty) > 1 else ""
+        raise DatasetError(_empty_message(empty[0]) + more)
     return h.hexdigest()
 
 

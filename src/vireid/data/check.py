@@ -120,12 +120,23 @@ def decode_all(paths: list[str], workers: int = 0, progress: bool = True) -> lis
     return [r for r in results if r]
 
 
+def size_problems(paths: Iterable[str]) -> list[str]:
+    """One line per image that is empty (0 bytes) or cannot be stat'ed; nothing is decoded."""
+    from .images import image_size_problem
+
+    return [line for line in map(image_size_problem, paths) if line]
+
+
 def check_dataset(
     name: str, root: str | Path, decode: bool = False, *, workers: int = 0, progress: bool = True,
     **options: Any,
 ) -> CheckReport:
-    """Load dataset `name` at `root`, count it, run the layout checks and (with decode) decode every image."""
-    from .datasets import load_dataset
+    """Load dataset `name` at `root`, count it, run the layout checks and (with decode) decode every image.
+
+    Every image's size is read (a stat, no decoding), so an empty file is a problem without `decode`; the
+    dangling symlinks a reader skips with a DanglingSymlinkWarning are problems here (a broken copy).
+    """
+    from .datasets import DanglingSymlinkWarning, load_dataset
 
     root = Path(root).expanduser()
     report = CheckReport(name=name, root=str(root), options=dict(options))
@@ -137,12 +148,17 @@ def check_dataset(
             for line in getattr(exc, "problems", None) or [str(exc)]:
                 report.problem(line)
             ds = None
-    report.warnings = [str(w.message) for w in caught]
+    # A dangling symlink is a broken copy of the dataset: training skips it with a warning, the check fails.
+    dangling = [str(w.message) for w in caught if issubclass(w.category, DanglingSymlinkWarning)]
+    report.warnings = [str(w.message) for w in caught if not issubclass(w.category, DanglingSymlinkWarning)]
+    for line in dangling:
+        report.problem(line)
     if ds is None:
         return report
+    report.checks.append(f"dangling symlinks among the images and folders: {len(dangling)}")
 
     report.synthetic = bool(ds.info.get("synthetic"))
-    report.checks = list(ds.info.get("checks", []))
+    report.checks = list(ds.info.get("checks", [])) + report.checks
     report.counts = {split: count_samples(getattr(ds, split)) for split in SPLITS}
     report.checks.append(f"training label map: {ds.num_classes} identities, labels 0..{ds.num_classes - 1} "
                          "shared by both modalities")
@@ -154,11 +170,16 @@ def check_dataset(
             _compare_sysu_official(report)
     if ds.info.get("manifest") is not None:
         _compare_manifest(report, ds, root / "manifest.json")
+    paths = sorted({s.path for split in SPLITS for s in getattr(ds, split)})
+    sized = size_problems(paths)  # free (one stat per file): empty or vanished images without --decode
+    for line in sized:
+        report.problem(line)
+    report.checks.append(f"image sizes read (stat) for {len(paths)} images: {len(sized)} empty or unreadable")
     if decode:
-        paths = sorted({s.path for split in SPLITS for s in getattr(ds, split)})
         bad = decode_all(paths, workers=workers, progress=progress)
         for line in bad:
-            report.problem(line)
+            if line not in sized:  # the size check already reported it, in the same words
+                report.problem(line)
         report.checks.append(f"decoded {len(paths)} images as RGB: {len(paths) - len(bad)} ok, {len(bad)} failed")
     return report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -17,15 +18,43 @@ def is_image_file(path: str | Path) -> bool:
     return os.path.splitext(str(path))[1].lower() in IMAGE_EXTENSIONS
 
 
+def empty_image_message(path: str | Path) -> str:
+    """The one-line error of a zero-byte image (the decoders, the image cache and `vireid data check` share it)."""
+    return f"image {path} is empty (0 bytes); re-copy or re-extract it from the original archive"
+
+
+def unreadable_image_message(path: str | Path, exc: OSError) -> str:
+    """The one-line error of an image whose size cannot be read (missing file, dangling symlink, loop)."""
+    return f"image {path} cannot be read ({exc.strerror or exc}); check that the file exists"
+
+
+def image_size_problem(path: str | Path) -> str | None:
+    """A one-line problem when `path` cannot be stat'ed or is empty (0 bytes); None otherwise. No decoding."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        return unreadable_image_message(path, exc)
+    return empty_image_message(path) if size == 0 else None
+
+
+def check_image_sizes(paths: Iterable[str | Path]) -> None:
+    """DatasetError naming the first empty or unreadable image of `paths` (and how many more); one stat each."""
+    problems = [line for line in map(image_size_problem, paths) if line]
+    if problems:
+        more = len(problems) - 1
+        raise DatasetError(problems[0] + (f"; {more} more images are empty or unreadable too, "
+                                          "`vireid data check` lists them" if more else ""))
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """Fully decode `path` and return it as a 3-channel RGB image; DatasetError names unreadable files."""
     path = str(path)
     try:
         size = os.path.getsize(path)
     except OSError as exc:
-        raise DatasetError(f"image {path} cannot be read ({exc.strerror or exc}); check that the file exists") from exc
+        raise DatasetError(unreadable_image_message(path, exc)) from exc
     if size == 0:
-        raise DatasetError(f"image {path} is empty (0 bytes); re-copy or re-extract it from the original archive")
+        raise DatasetError(empty_image_message(path))
     try:
         with Image.open(path) as img:
             # load() forces the whole file to decode, so truncated JPEGs fail here rather than

@@ -25,16 +25,17 @@ Public API (import from ``vireid.data.loading``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..core import Batch, ConfigError, DatasetError, Modality, Sample
+from ..core import Batch, ConfigError, DatasetError, Modality, Sample, VireidError
 from .cache import ImageCache, decode_resized
+from .images import check_image_sizes
 from .sampler import CrossModalSampler, TrainItem
 from .transforms import (
     IMAGENET_MEAN,
@@ -175,6 +176,58 @@ def collate_views(items: Sequence[Sequence[TrainView]]) -> Batch:
     )
 
 
+def unwrap_worker_error(exc: VireidError) -> VireidError:
+    """The original one-line error of a VireidError a DataLoader worker raised, without torch's wrapping.
+
+    torch re-raises a worker's exception as the same class with the message "Caught X in DataLoader
+    worker process N.\nOriginal Traceback ...\n<module>.X: <message>"; the CLI prints errors as one
+    line, so this recovers <message>. Any other error is returned unchanged.
+    """
+    text = str(exc)
+    cls = type(exc)
+    if not text.startswith(f"Caught {cls.__name__} in DataLoader worker"):
+        return exc
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(marker)]
+    if not starts:
+        return exc
+    message = "\n".join(lines[starts[-1]:])[len(marker):].rstrip()
+    try:
+        return cls(message)
+    except Exception:  # a subclass with another constructor (LayoutError): keep the family, drop the class
+        return DatasetError(message)
+
+
+class _WorkerErrorsUnwrapped:
+    """Iterator over a DataLoader's batches that re-raises worker VireidErrors as their one-line original."""
+
+    def __init__(self, it: Iterator[Any]) -> None:
+        self._it = it
+
+    def __iter__(self) -> _WorkerErrorsUnwrapped:
+        return self
+
+    def __len__(self) -> int:
+        return len(self._it)  # type: ignore[arg-type]  # torch's loader iterators have a length
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._it)
+        except VireidError as exc:
+            plain = unwrap_worker_error(exc)
+            if plain is exc:
+                raise
+            raise plain from exc
+
+
+class TrainLoader(DataLoader):
+    """The training DataLoader; an error in a worker (an empty or broken image) surfaces as its one line."""
+
+    def __iter__(self) -> Any:
+        return _WorkerErrorsUnwrapped(super().__iter__())
+
+
 def build_train_loader(
     dataset: ReIDDataset,
     data: DataConfig,
@@ -199,6 +252,8 @@ def build_train_loader(
         if not where:
             raise ConfigError("data.cache is on but no cache directory was given; pass cache_dir or set data.cache_dir")
         cache = ImageCache.build(samples, height, width, where, progress=progress and rank == 0)
+    else:  # decoded on the fly: find empty or vanished files now (one stat each), not in the middle of an epoch
+        check_image_sizes(s.path for s in samples)
     train_set = ReIDTrainSet(samples, labels, height, width, augment=augment, cache=cache, seed=seed)
     batch_sampler = CrossModalSampler(
         labels, [s.modality for s in samples],
@@ -206,7 +261,7 @@ def build_train_loader(
         seed=int(seed) + int(sampler.seed_offset), rank=rank, world_size=world_size,
     )
     workers = int(data.num_workers)
-    loader = DataLoader(
+    loader = TrainLoader(
         train_set,
         batch_sampler=batch_sampler,
         num_workers=workers,

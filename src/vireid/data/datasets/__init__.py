@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ...registry import DATASETS
+from ._common import DanglingSymlinkWarning
 from .base import Reader, ReIDDataset, build_label_map
 
 
@@ -15,4 +16,4 @@ def load_dataset(name: str, root: str | Path, **options: Any) -> ReIDDataset:
     return reader(Path(root).expanduser(), **options).load()
 
 
-__all__ = ["ReIDDataset", "Reader", "build_label_map", "load_dataset"]
+__all__ = ["DanglingSymlinkWarning", "ReIDDataset", "Reader", "build_label_map", "load_dataset"]

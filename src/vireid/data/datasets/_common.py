@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -51,23 +53,117 @@ def require_root(layout: str, root: Path, expected: str) -> None:
         raise LayoutError(layout, root, [f"dataset root {root} is a file, not a folder: expected {expected}"])
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name; other entries are skipped with a warning."""
+class DanglingSymlinkWarning(UserWarning):
+    """A symbolic link where an image or a dataset folder belongs points to nothing; the reader skips it.
+
+    `vireid data check` counts each one as a problem (a broken copy of the dataset); training only warns.
+    """
+
+
+def points_above_itself(path: str | Path) -> bool:
+    """True when the symlinked folder `path` resolves to the folder holding it or one above it (a cycle)."""
+    target = os.path.realpath(path)
+    holder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    try:
+        return os.path.commonpath([target, holder]) == target
+    except ValueError:  # different drives (Windows)
+        return False
+
+
+def entry_kind(path: Path, problems: Problems, image: bool = True) -> str:
+    """What `path` is, following symlinks: "file", "dir", "other" or "skip"; broken links never raise.
+
+    A symlink loop (links that point at each other, or a folder link to the folder holding it or one
+    above it) and an entry that cannot be examined are recorded in `problems` and give "skip". A
+    dangling symlink gives "skip" after a DanglingSymlinkWarning when `image` (the entry would be an
+    image or a dataset folder), or "other" (a stray entry the caller ignores with its own warning).
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            problems.add(symlink_loop_message(path))
+            return "skip"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR) and os.path.islink(path):
+            if not image:
+                return "other"
+            warnings.warn(dangling_symlink_message(path), DanglingSymlinkWarning, stacklevel=3)
+            return "skip"
+        problems.add(f"{path} cannot be examined ({exc.strerror or exc}): expected a readable image or folder; "
+                     "check its permissions or remove it")
+        return "skip"
+    if stat.S_ISDIR(st.st_mode):
+        if os.path.islink(path) and points_above_itself(path):
+            problems.add(symlink_loop_message(path))
+            return "skip"
+        return "dir"
+    return "file" if stat.S_ISREG(st.st_mode) else "other"
+
+
+def symlink_loop_message(path: str | Path) -> str:
+    """The layout problem of a symlink loop at `path` (one line: the path, what was found, the fix)."""
+    try:
+        target = f" -> {os.readlink(path)}"
+    except OSError:
+        target = ""
+    return (f"symlink loop at {path}{target}: the link leads back to itself or to a folder that holds it; "
+            "delete the link or point it at the real image or folder")
+
+
+def dangling_symlink_message(path: str | Path, skipped: bool = True) -> str:
+    """The warning (and `vireid data check` problem) of a symlink at `path` whose target is missing."""
+    try:
+        target = f" -> {os.readlink(path)}"
+    except OSError:
+        target = ""
+    return (f"dangling symlink {path}{target}: its target does not exist"
+            f"{', so it is skipped' if skipped else ''}; restore the target (a broken copy of the dataset?) "
+            "or delete the link")
+
+
+def list_images(folder: Path, problems: Problems) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name; other entries are skipped with a warning.
+
+    Symlinks are followed: a symlink loop is recorded in `problems`, a dangling image symlink is
+    skipped with a DanglingSymlinkWarning (see `entry_kind`).
+    """
     images: list[Path] = []
     with os.scandir(folder) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
         path = folder / entry.name
-        if entry.is_file() and is_image_file(entry.name):
+        if entry.is_symlink():  # only links need a stat; plain entries are typed by the directory listing
+            kind = entry_kind(path, problems, image=is_image_file(entry.name))
+        else:
+            kind = "dir" if entry.is_dir(follow_symlinks=False) else (
+                "file" if entry.is_file(follow_symlinks=False) else "other")
+        if kind == "skip":
+            continue
+        if kind == "file" and is_image_file(entry.name):
             images.append(path)
         else:
-            kind = "folder" if entry.is_dir() else "non-image file"
+            what = "folder" if kind == "dir" else "non-image file"
             warnings.warn(
-                f"ignoring {kind} {path}: an identity folder should hold only images "
+                f"ignoring {what} {path}: an identity folder should hold only images "
                 f"({', '.join(IMAGE_EXTENSIONS)})",
                 stacklevel=2,
             )
     return images
+
+
+def listed_image_problem(loc: str, path: str) -> str | None:
+    """The problem of an image an index file lists (`loc` is file:line), or None when it is a regular file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{loc}: {symlink_loop_message(path)}"
+        if os.path.islink(path):
+            return f"{loc}: {dangling_symlink_message(path, skipped=False)}"
+        return f"{loc}: image {path} does not exist; check the dataset root or restore the file"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{loc}: image {path} is not a regular file; point the index line at an image file"
+    return None
 
 
 def read_id_list(path: Path, problems: Problems) -> list[int]:

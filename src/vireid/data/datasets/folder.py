@@ -15,6 +15,7 @@ from ._common import (
     Problems,
     check_both_modalities,
     check_options,
+    entry_kind,
     is_synthetic,
     list_images,
     read_manifest,
@@ -29,22 +30,38 @@ _CAM_RE = re.compile(r"(?:cam|c)?(\d+)", re.IGNORECASE)
 _EXPECTED = "a folder holding visible/<camera>/<pid>/*.jpg and infrared/<camera>/<pid>/*.jpg"
 
 
+def _plain_kind(path: Path) -> str:
+    """"dir" or "file" by Path.is_dir (a broken symlink counts as a file)."""
+    return "dir" if path.is_dir() else "file"
+
+
 def walk_layout(root: Path, unexpected: Callable[[str, Path], None],
-                stray_file: Callable[[str, Path], None] | None = None) -> Iterator[tuple[Modality, int, int, Path]]:
+                stray_file: Callable[[str, Path], None] | None = None,
+                kind: Callable[[Path], str] | None = None) -> Iterator[tuple[Modality, int, int, Path]]:
     """(modality, camera, pid, person folder) of every <root>/<modality>/<camN|N>/<pid>/ folder, in name order.
 
     A folder that breaks the layout goes to `unexpected(level, path)` (level "modality", "camera" or
     "person": what it should have been) and is skipped; so is a file where a camera or person folder
     belongs, after `stray_file(level, path)` when given. Files at the top level are not part of the tree.
+    `kind(path)` says what an entry is: "dir", "file", or "skip" for one it has already reported (the
+    folder reader passes `_common.entry_kind`, which reports symlink loops); default: Path.is_dir.
     """
-    for mod_dir in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
+    kind = kind or _plain_kind
+
+    def entries(folder: Path) -> Iterator[tuple[Path, bool]]:
+        for path in sorted(folder.iterdir(), key=lambda p: p.name):
+            k = kind(path)
+            if k != "skip":
+                yield path, k == "dir"
+
+    for mod_dir in (p for p, is_dir in entries(root) if is_dir):
         try:
             modality = Modality.parse(mod_dir.name)
         except ModalityError:
             unexpected("modality", mod_dir)
             continue
-        for cam_dir in sorted(mod_dir.iterdir(), key=lambda p: p.name):
-            if not cam_dir.is_dir():
+        for cam_dir, cam_is_dir in entries(mod_dir):
+            if not cam_is_dir:
                 if stray_file is not None:
                     stray_file("camera", cam_dir)
                 continue
@@ -52,8 +69,8 @@ def walk_layout(root: Path, unexpected: Callable[[str, Path], None],
             if not m:
                 unexpected("camera", cam_dir)
                 continue
-            for pid_dir in sorted(cam_dir.iterdir(), key=lambda p: p.name):
-                if not pid_dir.is_dir():
+            for pid_dir, pid_is_dir in entries(cam_dir):
+                if not pid_is_dir:
                     if stray_file is not None:
                         stray_file("person", pid_dir)
                     continue
@@ -100,6 +117,7 @@ class FolderDataset:
                 "camera folders are named camN or N; person folders are integers",
                 "splits.json (if present) lists known ids, train and test disjoint",
                 "every training id has visible and infrared images",
+                "no symlink loops (links that lead back to themselves or to a folder above them)",
             ],
         }
         return ReIDDataset(name="folder", root=root, train=train, test=by_split.get("test", []),
@@ -118,8 +136,9 @@ class FolderDataset:
         samples: list[Sample] = []
         for modality, cam, pid, pid_dir in walk_layout(
                 self.root, lambda level, path: problems.add(f"unexpected folder {path}: {unexpected[level]}"),
-                lambda level, path: warnings.warn(f"ignoring file {path}: {holder[level]}", stacklevel=4)):
-            samples.extend(Sample(str(p), pid, cam, modality) for p in list_images(pid_dir))
+                lambda level, path: warnings.warn(f"ignoring file {path}: {holder[level]}", stacklevel=4),
+                lambda path: entry_kind(path, problems)):
+            samples.extend(Sample(str(p), pid, cam, modality) for p in list_images(pid_dir, problems))
         if not samples and not problems:
             problems.add(f"no images found under {self.root}: expected {_EXPECTED}")
         return samples

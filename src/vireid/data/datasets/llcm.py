@@ -19,8 +19,10 @@ from ._common import (
     check_both_modalities,
     check_label_consistency,
     check_options,
+    entry_kind,
     is_synthetic,
     list_images,
+    listed_image_problem,
     read_id_list,
     read_list_file,
     read_manifest,
@@ -98,6 +100,7 @@ class LLCM:
                 "test camera folders are cam1..cam9 only",
                 "every test id has images; train and test persons are disjoint",
                 "every training person has visible and near-infrared images",
+                "no symlink loops (links that lead back to themselves or to a folder above them)",
             ],
         }
         return ReIDDataset(name="llcm", root=root, train=train, test=test, val=[],
@@ -126,8 +129,9 @@ class LLCM:
                 if not is_image_file(path):
                     problems.add(f"{loc}: {path} is not an image file (expected .jpg, .jpeg, .png or .bmp)")
                     continue
-                if not os.path.isfile(path):
-                    problems.add(f"{loc}: image {path} does not exist; check the dataset root or restore the file")
+                problem = listed_image_problem(loc, path)  # missing, a dangling symlink or a symlink loop
+                if problem is not None:
+                    problems.add(problem)
                     continue
                 if not conflicts:
                     samples.append(Sample(path, pid, cam, modality))
@@ -143,12 +147,17 @@ class LLCM:
         for modality, key in _KEYS.items():
             top = self.root / f"test_{key}"
             cams[modality] = []
+            if top.is_symlink() and entry_kind(top, problems, image=False) == "skip":  # a loop; dangling: missing
+                continue
             if not top.is_dir():
                 problems.add(f"folder {top} is missing: expected {top}/cam1..cam9/<pid>/ with the test images")
                 continue
             for cam_dir in sorted(top.iterdir(), key=lambda p: p.name):
                 m = _CAM_DIR_RE.fullmatch(cam_dir.name)
-                if not cam_dir.is_dir() or not m:
+                kind = entry_kind(cam_dir, problems)
+                if kind == "skip":
+                    continue
+                if kind != "dir" or not m:
                     warnings.warn(f"ignoring {cam_dir}: expected only camera folders cam1..cam9 in {top}",
                                   stacklevel=2)
                     continue
@@ -159,7 +168,10 @@ class LLCM:
                     continue
                 found = False
                 for pid_dir in sorted(cam_dir.iterdir(), key=lambda p: p.name):
-                    if not pid_dir.is_dir():
+                    kind = entry_kind(pid_dir, problems)
+                    if kind == "skip":
+                        continue
+                    if kind != "dir":
                         warnings.warn(f"ignoring file {pid_dir}: a camera folder should hold only person folders",
                                       stacklevel=2)
                         continue
@@ -170,7 +182,7 @@ class LLCM:
                     pid = int(pid_dir.name)
                     if pid not in wanted:
                         continue
-                    for path in list_images(pid_dir):
+                    for path in list_images(pid_dir, problems):
                         samples.append(Sample(str(path), pid, cam, modality))
                         found = True
                 if found:

@@ -5,7 +5,6 @@ Dataset facts: docs/reference/protocols.md#sec-4.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +18,7 @@ from ._common import (
     check_label_consistency,
     check_options,
     is_synthetic,
+    listed_image_problem,
     read_list_file,
     read_manifest,
     require_root,
@@ -106,6 +106,7 @@ class RegDB:
                 "visible and thermal files of a split agree on one label per person",
                 "train and test persons are disjoint",
                 "every training person has visible and thermal images",
+                "no symlink loops (links that lead back to themselves or to a folder above them)",
             ],
         }
         return ReIDDataset(name="regdb", root=root, train=splits["train"], test=splits["test"], val=[],
@@ -126,8 +127,9 @@ class RegDB:
         if not is_image_file(path):
             problems.add(f"{loc}: {path} is not an image file (expected .bmp, .jpg, .jpeg or .png)")
             return None
-        if not os.path.isfile(path):
-            problems.add(f"{loc}: image {path} does not exist; check the dataset root or restore the file")
+        problem = listed_image_problem(loc, path)  # missing, a dangling symlink or a symlink loop
+        if problem is not None:
+            problems.add(problem)
             return None
         cam = VISIBLE_CAM if modality is Modality.VISIBLE else THERMAL_CAM
         return Sample(path, int(parts[-2]), cam, modality)

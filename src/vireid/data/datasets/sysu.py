@@ -17,6 +17,7 @@ from ._common import (
     Problems,
     check_both_modalities,
     check_options,
+    entry_kind,
     is_synthetic,
     list_images,
     read_id_list,
@@ -78,7 +79,7 @@ class SYSUMM01:
                 if folder is None:
                     continue
                 modality = camera_modality(cam)
-                samples.extend(Sample(str(p), pid, cam, modality) for p in list_images(folder))
+                samples.extend(Sample(str(p), pid, cam, modality) for p in list_images(folder, problems))
             by_pid[pid] = samples
         for split, ids in split_ids.items():
             for pid in ids:
@@ -113,6 +114,7 @@ class SYSUMM01:
                 "train, val and test ids are disjoint",
                 "every split id has images in at least one camera",
                 "every training id has visible and infrared images",
+                "no symlink loops (links that lead back to themselves or to a folder above them)",
             ],
         }
         return ReIDDataset(name="sysu", root=root, train=train, test=test, val=val, label_map=label_map, info=info)
@@ -121,9 +123,15 @@ class SYSUMM01:
         """camera -> pid -> folder; records unexpected or missing camera folders and odd pid folders."""
         root = self.root
         cams: dict[int, dict[int, Path]] = {}
+        broken: set[str] = set()  # camera links already reported (a loop), not "missing" as well
         for entry in sorted(root.iterdir(), key=lambda p: p.name):
             m = re.fullmatch(r"cam(\d+)", entry.name, flags=re.IGNORECASE)
-            if not m or not entry.is_dir():
+            if not m:
+                continue
+            kind = entry_kind(entry, problems)
+            if kind == "skip":
+                broken.add(entry.name)
+            if kind != "dir":
                 continue
             cam = int(m.group(1))
             if cam not in CAMERAS or entry.name != f"cam{cam}":
@@ -132,7 +140,7 @@ class SYSUMM01:
                 continue
             cams[cam] = self._pid_folders(entry, problems)
         for cam in CAMERAS:
-            if cam not in cams and not (root / f"cam{cam}").is_dir():
+            if cam not in cams and f"cam{cam}" not in broken and not (root / f"cam{cam}").is_dir():
                 problems.add(f"camera folder {root / f'cam{cam}'} is missing: expected cam1..cam6 under {root}")
         return cams
 
@@ -141,7 +149,10 @@ class SYSUMM01:
         """pid -> folder for the numeric sub-folders of one camera folder."""
         out: dict[int, Path] = {}
         for entry in sorted(cam_dir.iterdir(), key=lambda p: p.name):
-            if not entry.is_dir():
+            kind = entry_kind(entry, problems)
+            if kind == "skip":
+                continue
+            if kind != "dir":
                 warnings.warn(f"ignoring file {entry}: a SYSU-MM01 camera folder should hold only "
                               "person folders", stacklevel=3)
                 continue
@@ -160,6 +171,8 @@ class SYSUMM01:
     def _split_ids(self, problems: Problems) -> dict[str, list[int]]:
         """train/val/test ids from exp/*_id.txt; records missing files and overlapping splits."""
         exp = self.root / "exp"
+        if exp.is_symlink() and entry_kind(exp, problems, image=False) == "skip":  # a loop; dangling: missing
+            return {}
         if not exp.is_dir():
             problems.add(f"folder {exp} is missing: expected {exp}/train_id.txt, val_id.txt and test_id.txt "
                          "(one line of comma-separated ids each, from the SYSU-MM01 archive)")
