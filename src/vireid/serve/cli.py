@@ -145,7 +145,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import run_server
 
     run_server(args.index, host=args.host, port=args.port, run=args.run, device=args.device,
-               max_upload_mb=args.max_upload_mb, api_key_file=args.api_key_file)
+               max_upload_mb=args.max_upload_mb, max_image_megapixels=args.max_image_megapixels,
+               api_key_file=args.api_key_file)
     return 0
 
 
@@ -158,6 +159,28 @@ def _positive(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
     return n
+
+
+def _port(value: str) -> int:
+    """argparse type: a TCP port 0..65535 (0: any free port)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {value!r}")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        x = 0.0
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+    return x
 
 
 def _positive_or_zero(value: str) -> int:
@@ -248,7 +271,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", default=None, help="run or checkpoint (default: the one recorded in the index)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=10.0)
+    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--max-upload-mb", type=_positive_float, default=10.0,
+                   help="largest accepted request body, in MiB (default 10); larger ones get 413 before being read")
+    p.add_argument("--max-image-megapixels", type=_positive_float, default=25.0,
+                   help="largest accepted image, in megapixels as its header declares (default 25); checked "
+                        "before decoding")
     p.add_argument("--api-key-file", default=None, help="file holding the key for POST /items (else $VIREID_API_KEY)")
     p.set_defaults(func=cmd_serve)

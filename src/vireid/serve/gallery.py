@@ -9,7 +9,7 @@ from typing import Any
 from ..core import GalleryIndexError, Modality
 from ..data.datasets.folder import walk_layout
 from ..data.images import is_image_file
-from .index import GalleryIndex, IndexItem, read_meta
+from .index import GalleryIndex, IndexItem, index_lock, read_meta
 
 
 def _inside(path: Path, root: Path) -> Path:
@@ -90,34 +90,49 @@ def embed_in_chunks(extractor: Any, items: list[IndexItem], chunk: int = 512,
     return np.concatenate(parts) if parts else np.zeros((0, extractor.dim), dtype=np.float32)
 
 
-def build_index(extractor: Any, images: str | Path, out: str | Path, *, modality: Modality | str | None = None,
-                kind: str = "flat", params: dict | None = None, overwrite: bool = False,
-                progress: Callable[[int], None] | None = None) -> GalleryIndex:
-    """Embed every image of `images` and save a new index at `out` (atomically)."""
-    out = Path(out).expanduser()
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise GalleryIndexError(f"--out {out} is a file; an index is a folder: choose a folder path")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise GalleryIndexError(
             f"{out} exists and is not empty; choose another --out, or pass --overwrite to replace it"
         )
+
+
+def build_index(extractor: Any, images: str | Path, out: str | Path, *, modality: Modality | str | None = None,
+                kind: str = "flat", params: dict | None = None, overwrite: bool = False,
+                progress: Callable[[int], None] | None = None) -> GalleryIndex:
+    """Embed every image of `images` and save a new index at `out` (atomically, under the index's writer lock)."""
+    out = Path(out).expanduser()
+    _check_out(out, overwrite)
     items = scan_images(images, modality)
     index = GalleryIndex.for_extractor(extractor, kind=kind, params=params,
                                        roots=[str(Path(images).expanduser().resolve())])
     index.add(embed_in_chunks(extractor, items, progress=progress), items)
-    index.save(out)
+    with index_lock(out):
+        _check_out(out, overwrite)  # again: another writer may have created it while this one embedded
+        index.save(out)
     return index
 
 
 def add_to_index(extractor: Any, index_dir: str | Path, images: str | Path, *,
                  modality: Modality | str | None = None, skip_existing: bool = True,
                  progress: Callable[[int], None] | None = None) -> tuple[GalleryIndex, int]:
-    """Embed the images of `images` not yet indexed and add them; returns (index, number added)."""
+    """Embed the images of `images` not yet indexed and append them; returns (index, number added).
+
+    The images are embedded without holding the lock; then, under the index's writer lock, the index is read
+    again (other writers may have added meanwhile), paths indexed by then are skipped, and the rest appended.
+    """
     index = GalleryIndex.open(index_dir, extractor=extractor)
     known = {it.path for it in index.items} if skip_existing else set()
     items = [it for it in scan_images(images, modality) if it.path not in known]
+    vectors = embed_in_chunks(extractor, items, progress=progress)
     root = str(Path(images).expanduser().resolve())
-    if root not in index.roots:
-        index.roots.append(root)
-    if items:
-        index.add(embed_in_chunks(extractor, items, progress=progress), items)
-    index.save()
-    return index, len(items)
+    with index_lock(index_dir):
+        index = GalleryIndex.open(index_dir, extractor=extractor)
+        known = {it.path for it in index.items} if skip_existing else set()
+        keep = [i for i, it in enumerate(items) if it.path not in known]
+        if root not in index.roots:
+            index.roots.append(root)
+        index.append(vectors[keep], [items[i] for i in keep])
+    return index, len(keep)

@@ -59,6 +59,8 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces `target` atomically."""
     target = Path(target)
     tmp_path: Path | None = None
+    if target.is_dir():
+        raise StorageError(f"cannot write {target}: it is a folder; give the path of a file to write")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
