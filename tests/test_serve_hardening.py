@@ -173,3 +173,28 @@ def test_a_two_line_api_key_file_is_refused(tmp_path):
         read_api_key(api_key_file=f)
     f.write_text("  only-key  \n\n")
     assert read_api_key(api_key_file=f) == "only-key"
+
+
+def test_an_add_does_not_block_the_event_loop(served, monkeypatch):
+    """While an add writes (made slow here: 2 s), /health still answers at once: the write runs in a worker
+    thread (before the fix it ran on the event loop, and every add on a large index stalled every request)."""
+    import threading
+    import time
+
+    _, client, _ = served
+    for name in ("append", "save"):
+        slow = getattr(GalleryIndex, name)
+
+        def delayed(self, *a, _slow=slow, **k):
+            time.sleep(2.0)
+            return _slow(self, *a, **k)
+
+        monkeypatch.setattr(GalleryIndex, name, delayed)
+    adding = threading.Thread(target=lambda: _add(client, _png(value=21)))
+    adding.start()
+    time.sleep(0.5)  # the add is now inside its slow write
+    t0 = time.perf_counter()
+    assert client.get("/health").status_code == 200
+    waited = time.perf_counter() - t0
+    adding.join()
+    assert waited < 1.0, f"/health waited {waited:.2f} s behind an add"

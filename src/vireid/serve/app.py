@@ -177,7 +177,8 @@ def create_app(index_dir: str | Path, *, extractor: Any = None, run: str | Path 
     if extractor is None:
         extractor = extractor_for_index(index_dir, run, device=device)
     key = read_api_key(api_key, api_key_file)
-    lock = threading.Lock()  # one writer in this process; no search sees an add half applied
+    lock = threading.Lock()  # guards the served index object: reads, reloads, and the in-memory step of an add
+    write_lock = threading.Lock()  # one writer of this process at a time (the file lock covers other processes)
 
     def meta_stamp() -> tuple[int, int, int]:
         try:
@@ -263,21 +264,23 @@ def create_app(index_dir: str | Path, *, extractor: Any = None, run: str | Path 
         return FileResponse(path, headers={"X-Content-Type-Options": "nosniff"})
 
     def commit(feats: Any, item: IndexItem, data: bytes) -> tuple[dict[str, Any], bool]:
-        """Store the image and append the item under the writer lock; (item, created). Memory and disk change
-        only when the append commits."""
-        with lock, index_lock(index_dir, timeout=30.0):
-            index = current()
-            for old in index.items:  # a retry of an add that succeeded: the same bytes in the same modality
-                if old.path == item.path and old.modality is item.modality:
-                    return old.to_dict(), False
+        """Store the image and append the item under the writer locks; (item, created). Memory and disk change
+        only when the append commits; readers wait only for the in-memory step, never for the disk."""
+        with write_lock, index_lock(index_dir, timeout=30.0):
+            with lock:
+                index = current()
+                stored = [old for old in index.items if old.path == item.path and old.modality is item.modality]
+            if stored:  # a retry of an add that succeeded: the same bytes in the same modality
+                return stored[0].to_dict(), False
             dest = index_dir / item.path
             dest.parent.mkdir(exist_ok=True)
             if not dest.exists():
                 tmp = dest.with_name(f".{dest.name}.tmp")
                 tmp.write_bytes(data)
                 os.replace(tmp, dest)
-            (new_id,) = index.append(feats, [item])
-            state["stamp"] = meta_stamp()
+            (new_id,) = index.append(feats, [item], memory_lock=lock)
+            with lock:
+                state["stamp"] = meta_stamp()
             return index.item(new_id).to_dict(), True
 
     @app.post("/items", status_code=201)

@@ -346,12 +346,15 @@ class GalleryIndex:
         self._apply(vectors, new)
         return [it.id for it in new]
 
-    def append(self, vectors: np.ndarray, items: Sequence[IndexItem]) -> list[int]:
+    def append(self, vectors: np.ndarray, items: Sequence[IndexItem], *,
+               memory_lock: contextlib.AbstractContextManager | None = None) -> list[int]:
         """Add rows and commit them to the index's directory without rewriting it (hold `index_lock`).
 
         Item rows and vector rows are written first, then meta.json (the commit point), then, for FAISS
-        kinds, index.faiss; memory changes only after the commit, so a failure leaves this object and the
-        directory as they were. GalleryIndexError when the directory changed since this index was read."""
+        kinds, index.faiss; memory changes only after the commit (inside `memory_lock`, the lock readers of
+        this object hold, so they wait for the in-memory step only, never for the disk), so a failure leaves
+        this object and the directory as they were. GalleryIndexError when the directory changed since this
+        index was read."""
         d = self.directory
         if d is None:
             raise ValueError("GalleryIndex.append needs an index that was saved or opened from a directory")
@@ -376,8 +379,9 @@ class GalleryIndex:
             raise GalleryIndexError(f"cannot append to the gallery index {d} ({exc}); it was left as it was") from None
         count, generation = start + len(new), self.generation + 1
         write_json(d / META, self._meta(count, generation))  # the commit
-        self._apply(vectors, new)
-        self.generation = generation
+        with memory_lock or contextlib.nullcontext():
+            self._apply(vectors, new)
+            self.generation = generation
         if self.kind != "flat":
             self._write_faiss(d)
         return [it.id for it in new]
