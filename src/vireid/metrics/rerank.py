@@ -1,19 +1,31 @@
-"""k-reciprocal re-ranking (Zhong et al., CVPR 2017), written from the paper's description.
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017), matching the authors' reference `re_ranking`.
 
-All probes and gallery items form one pool P of N points with distance d (rescaled to [0, 1] by
-its maximum). With N(p, k) the k nearest neighbours of p in P (p itself counted, so k + 1 points):
+All probes and gallery items form one pool P of N points with distance d. With N(p, k) the k
+nearest neighbours of p in P (p itself counted, so k + 1 points; stable sort, ties by index):
 
 - R(p, k)  = {g in N(p, k) : p in N(g, k)}                                 k-reciprocal set
-- R*(p, k) = R(p, k) united with R(q, k/2) for every q in R(p, k) such that
-             |R(p, k) and R(q, k/2)| >= 2/3 |R(q, k/2)|                     expansion (Eq. 6)
+- R*(p, k) = R(p, k) united with R(q, h) for every q in R(p, k) such that
+             |R(p, k) and R(q, h)| > 2/3 |R(q, h)|,  h = k/2 rounded       expansion (Eq. 6)
 - V_p[g]   = exp(-d(p, g)) for g in R*(p, k1), else 0; rows scaled to sum 1 (Eq. 7)
 - V_p     <- mean of V_g over g in N(p, k2) (p included)                   local query expansion
 - d_J(p,g) = 1 - sum_i min(V_p[i], V_g[i]) / sum_i max(V_p[i], V_g[i])      Jaccard distance
 - d*(p,g)  = (1 - lambda) d_J(p, g) + lambda d(p, g)                        final distance
 
-Choices the paper leaves open: the rescaling of d by its maximum (so exp weights and both terms
-of d* share one scale), the row scaling of V (every point carries the same mass) and k/2 rounded
-half up. Memory is O(N^2) for N = num_query + num_gallery.
+The paper leaves some arithmetic open; `variant` picks whose:
+
+- "reference" (default): the authors' code (person-re-ranking `re_ranking`, copied by fast-reid,
+  AGW, DDAG). d is the pool matrix transposed, each row divided by its own maximum (for the
+  symmetric q_q / g_g inputs: row p of d over its maximum); the expansion needs strictly more than
+  2/3 shared; h = k1/2 rounded half to even (NumPy's np.around: k1=5 gives 2); sum max is taken as
+  2 - sum min (every row of V has mass 1). Distances are the squared Euclidean ones that code works
+  on (its distance-matrix API squares Euclidean inputs; the feature API builds them squared).
+  Departures: a stable argsort in place of its unstable one (exact ties rank by index), rounding-level
+  negative distances clamped to 0, and an all-zero column of the pool kept at 0 rather than NaN.
+- "vireid_v0": vireid's first reading of the paper, kept to reproduce earlier numbers: d divided
+  by its global maximum, expansion at >= 2/3 shared, h = k1/2 rounded half up, sum max computed
+  from the row sums.
+
+Memory is O(N^2) for N = num_query + num_gallery.
 """
 
 from __future__ import annotations
@@ -26,14 +38,18 @@ import torch
 
 from ..core import EvaluationError
 
+RERANK_VARIANTS = ("reference", "vireid_v0")
+
 
 def k_reciprocal_rerank(q_g: Any, q_q: Any, g_g: Any, k1: int = 20, k2: int = 6,
-                        lambda_: float = 0.3) -> torch.Tensor:
+                        lambda_: float = 0.3, *, variant: str = "reference") -> torch.Tensor:
     """Re-ranked (num_query, num_gallery) distance d* = (1-lambda) d_J + lambda d (module docstring).
 
     Inputs are non-negative distances (e.g. squared Euclidean of L2-normalised features):
-    query-gallery, query-query and gallery-gallery. Returns float32 on the inputs' device.
+    query-gallery, query-query and gallery-gallery. `variant`: "reference" (the authors' code, the
+    default) or "vireid_v0" (vireid's earlier arithmetic). Returns float32 on the inputs' device.
     """
+    variant = _check_variant(variant)
     qg, qq, gg = (_tensor(x, n) for x, n in ((q_g, "q_g"), (q_q, "q_q"), (g_g, "g_g")))
     nq, ng = qg.shape
     if tuple(qq.shape) != (nq, nq) or tuple(gg.shape) != (ng, ng):
@@ -48,25 +64,36 @@ def k_reciprocal_rerank(q_g: Any, q_q: Any, g_g: Any, k1: int = 20, k2: int = 6,
         raise EvaluationError("re-ranking needs finite, non-negative distances (use squared Euclidean "
                               "distances, not negative similarities)")
     d = d.clamp(min=0)
-    top = d.max()
-    d = d / top if float(top) > 0 else d
+    if variant == "reference":
+        # The reference divides every column by its maximum and transposes: row p of d.T over its max.
+        d = d.T.contiguous()
+        top_row = d.max(1, keepdim=True).values
+        d = d / torch.where(top_row > 0, top_row, torch.ones_like(top_row))
+    else:
+        top = d.max()
+        d = d / top if float(top) > 0 else d
     order = torch.argsort(d, dim=1, stable=True)
-    _, r_star = k_reciprocal_sets(d, k1, order=order)
+    _, r_star = k_reciprocal_sets(d, k1, order=order, variant=variant)
     v = torch.where(r_star, torch.exp(-d), torch.zeros((), device=d.device))
     v = v / v.sum(1, keepdim=True).clamp(min=1e-12)
     v = _query_expansion(v, order, int(k2))
-    dj = _jaccard(v[:nq], v[nq:])
+    dj = _jaccard(v[:nq], v[nq:], unit_mass=variant == "reference")
     return (1.0 - float(lambda_)) * dj + float(lambda_) * d[:nq, nq:]
 
 
-def k_reciprocal_sets(d: torch.Tensor, k1: int, order: torch.Tensor | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean (N, N) masks of R(p, k1) and of its expansion R*(p, k1) over a square distance d."""
+def k_reciprocal_sets(d: torch.Tensor, k1: int, order: torch.Tensor | None = None, *,
+                      variant: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (N, N) masks of R(p, k1) and of its expansion R*(p, k1) over a square distance d.
+
+    `variant` sets the k1/2 rounding and the 2/3 test as in k_reciprocal_rerank (module docstring).
+    """
+    variant = _check_variant(variant)
     n = int(d.shape[0])
     if order is None:
         order = torch.argsort(d, dim=1, stable=True)
     k = min(int(k1), n - 1)
-    kh = min(int(math.floor(k1 / 2 + 0.5)), n - 1)
+    half = round(int(k1) / 2) if variant == "reference" else int(math.floor(int(k1) / 2 + 0.5))
+    kh = min(half, n - 1)
     nbr = order[:, :k + 1]
     nbr_h = order[:, :kh + 1]
     r1 = _reciprocal(nbr, n)
@@ -78,11 +105,18 @@ def k_reciprocal_sets(d: torch.Tensor, k1: int, order: torch.Tensor | None = Non
     rows = torch.arange(n, device=d.device)[:, None, None].expand_as(cand_members)
     shared = (cand_mask & r1[rows, cand_members]).sum(-1)
     size = cand_mask.sum(-1)
-    ok = in_r1 & (3 * shared >= 2 * size)
+    enough = 3 * shared > 2 * size if variant == "reference" else 3 * shared >= 2 * size
+    ok = in_r1 & enough
     add = ok[..., None] & cand_mask
     r_star = r1.clone()
     r_star[rows[add], cand_members[add]] = True
     return r1, r_star
+
+
+def _check_variant(variant: str) -> str:
+    if variant not in RERANK_VARIANTS:
+        raise EvaluationError(f"re-ranking variant must be one of {RERANK_VARIANTS}, got {variant!r}")
+    return variant
 
 
 def _reciprocal(nbr: torch.Tensor, n: int) -> torch.Tensor:
@@ -103,8 +137,12 @@ def _query_expansion(v: torch.Tensor, order: torch.Tensor, k2: int, rows: int = 
     return out
 
 
-def _jaccard(vq: torch.Tensor, vg: torch.Tensor, budget: int = 64 * 2**20) -> torch.Tensor:
-    """1 - sum min / sum max between rows of vq and vg, summing only over each query's support."""
+def _jaccard(vq: torch.Tensor, vg: torch.Tensor, unit_mass: bool = False,
+             budget: int = 64 * 2**20) -> torch.Tensor:
+    """1 - sum min / sum max between rows of vq and vg, summing only over each query's support.
+
+    sum max = sum V_q + sum V_g - sum min, or 2 - sum min with `unit_mass` (the reference's form).
+    """
     nq, ng = int(vq.shape[0]), int(vg.shape[0])
     support = int((vq > 0).sum(1).max()) if nq else 0
     support = max(support, 1)
@@ -115,7 +153,10 @@ def _jaccard(vq: torch.Tensor, vg: torch.Tensor, budget: int = 64 * 2**20) -> to
     for s in range(0, nq, rows):
         vals, idx = vq[s:s + rows].topk(support, dim=1)  # zeros past the support add nothing to sum min
         mins = torch.minimum(vals[:, :, None], vg_t[idx]).sum(1)
-        maxs = vq[s:s + rows].sum(1, keepdim=True) + sums_g[None, :] - mins
+        if unit_mass:
+            maxs = 2.0 - mins
+        else:
+            maxs = vq[s:s + rows].sum(1, keepdim=True) + sums_g[None, :] - mins
         out[s:s + rows] = 1.0 - mins / maxs.clamp(min=1e-12)
     return out
 
