@@ -231,3 +231,23 @@ def test_evaluate_npz_missing_array_names_file_and_key(tmp_path):
         evaluate_npz(f, "llcm")
     with pytest.raises(EvaluationError, match="does not exist"):
         evaluate_npz(tmp_path / "nope.npz", "llcm")
+
+
+def test_rerank_variant_is_chosen_and_recorded():
+    rng = np.random.default_rng(3)
+    query = [_ir(i, i % 6) for i in range(24)]
+    gallery = [_vis(i, i % 6) for i in range(30)]
+    trial = EvalTrial("r/trial0", query, gallery, "none", "image", {"protocol": "r"})
+    feats = {s: rng.normal(size=8) + (s.pid * 0.7) for s in query + gallery}
+
+    def extract(samples):
+        return {"bn": np.stack([feats[s] for s in samples]).astype(np.float32)}
+
+    runs = {v: Evaluator([trial], features=("bn",), rerank=True, rerank_params=(5, 3, 0.3), rerank_variant=v)
+            .run(extract) for v in ("reference", "vireid_v0")}
+    for variant, res in runs.items():
+        assert res.meta["rerank_params"] == {"k1": 5, "k2": 3, "lambda": 0.3, "variant": variant}
+    ref, old = (runs[v]["r"].features["bn+rerank"].trials[0].values for v in ("reference", "vireid_v0"))
+    assert ref != old  # k1 = 5: the two variants round k1/2 differently (2 vs 3)
+    with pytest.raises(ConfigError, match="rerank_variant must be one of reference, vireid_v0, got 'zhong'"):
+        Evaluator([trial], rerank=True, rerank_variant="zhong")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -383,7 +384,62 @@ def config_from_dict(raw: Mapping) -> Config:
     cfg = build_dataclass(Config, raw_copy)
     cfg.method = build_dataclass(options_cls, method_raw, "method")
     cfg.data.options = dataclasses.asdict(build_options(DATASETS, cfg.data.name, data_options, "data.options"))
+    check_values(cfg)
     return cfg
+
+
+#: (key, lowest allowed value, whether the lowest value itself is allowed, an example of a valid value)
+_RANGES: tuple[tuple[str, float, bool, str], ...] = (
+    ("train.epochs", 1, True, "train.epochs=6"),
+    ("optim.lr", 0, False, "optim.lr=0.001"),
+    ("optim.weight_decay", 0, True, "optim.weight_decay=5e-4"),
+    ("data.num_workers", 0, True, "data.num_workers=0 (load in the main process)"),
+    ("train.max_steps_per_epoch", 0, True, "train.max_steps_per_epoch=0 (the full epoch)"),
+    ("train.checkpoint_every", 0, True, "train.checkpoint_every=0 (only last.pt)"),
+    ("train.eval_every", 0, True, "train.eval_every=0 (no evaluation during training)"),
+    ("train.log_every", 0, True, "train.log_every=10"),
+    ("train.grad_clip", 0, True, "train.grad_clip=0 (no clipping)"),
+    ("eval.batch_size", 1, True, "eval.batch_size=128"),
+)
+
+
+def check_values(cfg: Config) -> None:
+    """ConfigError naming the first key whose value is out of range (a negative learning rate, zero epochs, ...)."""
+    for key, low, inclusive, example in _RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
+        if not ok:
+            expected = f">= {low}" if inclusive else f"> {low}"
+            raise ConfigError(f"config key '{key}' must be {expected}, got {value!r}; set e.g. {example}")
+
+
+#: Keys a resumed run may change: they say how long to train, how to report, where the data lies and how to
+#: evaluate, not how the steps so far were taken. `eval` covers the whole section ("eval.*").
+RESUME_MAY_CHANGE: tuple[str, ...] = ("train.epochs", "train.progress", "train.log_every", "train.checkpoint_every",
+                                      "train.device", "data.root", "data.cache_dir", "data.num_workers", "eval")
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out if out or not prefix else {prefix: {}}
+    return {prefix: value}
+
+
+def config_differences(saved: Config, now: Config, *, allowed: Sequence[str] = ()) -> list[str]:
+    """'key (saved -> now)' for every dotted key whose value differs, except keys under `allowed` prefixes."""
+    a, b = _flatten(config_to_dict(saved), ""), _flatten(config_to_dict(now), "")
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == p or key.startswith(p + ".") for p in allowed):
+            continue
+        missing = "(unset)"
+        if a.get(key, missing) != b.get(key, missing):
+            out.append(f"{key} ({a.get(key, missing)!r} -> {b.get(key, missing)!r})")
+    return out
 
 
 def check_eval_options(cfg: Config) -> Any:

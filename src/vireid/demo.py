@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .core import ConfigError
+
 log = logging.getLogger(__name__)
 
 DEMO_DATA: dict[str, Any] = {"layout": "sysu", "ids": 240, "images_per_camera": 5, "size": (128, 64),
@@ -39,13 +41,17 @@ def run_demo(out: Path, *, data_root: Path = Path("data/synthetic-sysu"), epochs
     from .utils.atomic import write_json
     from .utils.seed import seed_everything
 
+    for option, value in (("--epochs", epochs), ("--ids", ids)):
+        if value is not None and value < 1:
+            raise ConfigError(f"vireid demo {option} must be >= 1, got {value}; pass {option} N with N >= 1, or leave "
+                              "it out for the preset's value")
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     if not (data_root / "manifest.json").is_file():
-        spec = dict(DEMO_DATA, ids=ids or DEMO_DATA["ids"])
+        spec = dict(DEMO_DATA, ids=DEMO_DATA["ids"] if ids is None else ids)
         log.info("[demo] synthesising a SYSU-layout set (%d identities) into %s", spec["ids"], data_root)
         generate(spec.pop("layout"), data_root, progress=progress, **spec)
-    ov = [f"data.root={data_root}", *overrides] + ([f"train.epochs={epochs}"] if epochs else [])
+    ov = [f"data.root={data_root}", *overrides] + ([f"train.epochs={epochs}"] if epochs is not None else [])
     cfg = load_config(config, ov)
     run = RunDir(out / "run")
     log.info("[demo] training %s (%s, %dx%d) for %d epochs on the CPU -> %s", cfg.method.name, cfg.model.arch,

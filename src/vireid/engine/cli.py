@@ -39,13 +39,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     from ..config import options_dict
     from ..inference import load_trained
+    from ..runs import RunDir
     from ..utils.distributed import cleanup, init_distributed, resolve_device
     from .evaluate import evaluate_method
 
     dist = init_distributed(args.device)
-    device = resolve_device(args.device, dist)
-    cfg, method, ck = load_trained(target, args.checkpoint, device)
-    out_dir = Path(args.out) if args.out else target if target.is_dir() else ck.parent
+    device = resolve_device(args.device, dist, key="--device")
+    ck = RunDir(target).find_checkpoint(args.checkpoint) if target.is_dir() else target
+    out_dir = Path(args.out) if args.out else results_dir(target, ck)
+    cfg, method, ck = load_trained(ck, device=device)
     if not args.protocol:  # the run's protocol: --option changes its configured options
         options = {**options_dict(cfg.eval.options), **options}
     results = evaluate_method(method, cfg, protocol=args.protocol, options=options,
@@ -57,6 +59,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(results.format_table())
     cleanup(dist)
     return 0
+
+
+def results_dir(target: Path, checkpoint: Path) -> Path:
+    """Where `vireid eval TARGET` writes results.json without --out: the run directory TARGET when the checkpoint
+    is one of its own; for a checkpoint file, its run (the folder above checkpoints/) or its folder. A checkpoint
+    of another run is refused: its numbers must not replace TARGET's results."""
+    from ..core import ConfigError
+    from ..runs import RunDir
+
+    def run_of(ck: Path) -> Path:
+        run = RunDir(ck.parent.parent)
+        return run.path if ck.parent == run.checkpoints else ck.parent
+
+    if not target.is_dir():
+        return run_of(target)
+    own = RunDir(target).checkpoints.resolve()
+    if checkpoint.resolve().parent == own:
+        return target
+    raise ConfigError(f"--checkpoint {checkpoint} is not one of {target}'s checkpoints, so its results must not "
+                      f"replace {RunDir(target).results}; pass --out DIR for them, or evaluate that checkpoint "
+                      f"itself: vireid eval {checkpoint} (results go to {run_of(checkpoint)})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,5 +104,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranking (separately)")
     p.add_argument("--distance", choices=["cosine", "euclidean"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="where results.json goes (default: the run directory)")
+    p.add_argument("--out", help="where results.json goes (default: the run directory; needed with a --checkpoint "
+                                 "of another run)")
     p.set_defaults(func=cmd_eval)

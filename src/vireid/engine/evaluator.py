@@ -16,7 +16,7 @@ import torch
 
 from ..core import ConfigError, EvalTrial, EvaluationError, Sample
 from ..metrics.ranking import rank_queries, require_valid_query, summarize
-from ..metrics.rerank import k_reciprocal_rerank
+from ..metrics.rerank import RERANK_VARIANTS, k_reciprocal_rerank
 from ..runs.run_dir import RunDir
 from .results import RERANK_SUFFIX, EvalResults, FeatureResult, ProtocolResult, TrialResult
 
@@ -32,7 +32,8 @@ class Evaluator:
 
     def __init__(self, trials: Sequence[EvalTrial], *, features: Sequence[str] = ("bn", "pool"),
                  distance: str = "cosine", rerank: bool = False,
-                 rerank_params: tuple[int, int, float] = (20, 6, 0.3), max_rank: int = 20,
+                 rerank_params: tuple[int, int, float] = (20, 6, 0.3), rerank_variant: str = "reference",
+                 max_rank: int = 20,
                  meta: dict | None = None) -> None:
         self.trials = list(trials)
         if not self.trials:
@@ -54,6 +55,10 @@ class Evaluator:
             raise ConfigError(f"Evaluator: rerank_params must be (k1, k2, lambda), got {rerank_params!r}")
         k1, k2, lam = rerank_params
         self.rerank_params = (int(k1), int(k2), float(lam))
+        if rerank_variant not in RERANK_VARIANTS:
+            raise ConfigError(f"Evaluator: rerank_variant must be one of {', '.join(RERANK_VARIANTS)}, "
+                              f"got {rerank_variant!r}")
+        self.rerank_variant = rerank_variant
         self.max_rank = int(max_rank)
         self.meta = dict(meta or {})
         self.samples = unique_samples(self.trials)
@@ -61,7 +66,8 @@ class Evaluator:
 
     def run(self, extract: Extract, out_dir: str | Path | None = None) -> EvalResults:
         """Call `extract(unique samples)` once, score every trial; with `out_dir`, also write the
-        trials' gallery lists (out_dir/galleries/) and results.json (atomically)."""
+        trials' gallery lists (out_dir/galleries/, queries/) and results.json as one unit, after every
+        trial is scored (`RunDir.write_trial_lists`): a failed evaluation leaves the previous ones intact."""
         feats = self._features(extract)
         results = EvalResults(meta=self._run_meta())
         for trial in self.trials:
@@ -85,9 +91,7 @@ class Evaluator:
                     metrics = self._score_reranked(q, g, ids, trial)
                     _feature(entry, kind, True).trials.append(TrialResult.from_metrics(trial.name, metrics))
         if out_dir is not None:
-            run = RunDir(out_dir)
-            run.write_trial_lists(self.trials)
-            results.save(run.results)
+            RunDir(out_dir).write_trial_lists(self.trials, results=results.to_json_text())
         return results
 
     # ------------------------------------------------------------------ internals
@@ -135,7 +139,8 @@ class Evaluator:
 
     def _score_reranked(self, q: torch.Tensor, g: torch.Tensor, ids: dict, trial: EvalTrial):
         k1, k2, lam = self.rerank_params
-        d = k_reciprocal_rerank(_sq_dist(q, g), _sq_dist(q, q), _sq_dist(g, g), k1, k2, lam)
+        d = k_reciprocal_rerank(_sq_dist(q, g), _sq_dist(q, q), _sq_dist(g, g), k1, k2, lam,
+                                variant=self.rerank_variant)
         ap, inp, hit = rank_queries(d, ids["qp"], ids["gp"], ids["qc"], ids["gc"], rule=trial.rule, cmc=trial.cmc_kind)
         return self._summarize(ap, inp, hit, trial, ids)
 
@@ -151,7 +156,8 @@ class Evaluator:
     def _run_meta(self) -> dict[str, Any]:
         k1, k2, lam = self.rerank_params
         return {**self.meta, "features": list(self.features), "distance": self.distance, "rerank": self.rerank,
-                "rerank_params": {"k1": k1, "k2": k2, "lambda": lam} if self.rerank else None,
+                "rerank_params": ({"k1": k1, "k2": k2, "lambda": lam, "variant": self.rerank_variant}
+                              if self.rerank else None),
                 "max_rank": self.max_rank, "num_trials": len(self.trials), "num_unique_samples": len(self.samples)}
 
     def _protocol_info(self, trial: EvalTrial) -> dict[str, Any]:
@@ -166,7 +172,8 @@ class Evaluator:
             "rule": trial.rule, "cmc": trial.cmc_kind,
             "flip": self.meta.get("flip"),
             "distance": self.distance, "rerank": self.rerank,
-            "rerank_params": {"k1": k1, "k2": k2, "lambda": lam} if self.rerank else None,
+            "rerank_params": ({"k1": k1, "k2": k2, "lambda": lam, "variant": self.rerank_variant}
+                              if self.rerank else None),
             "max_rank": self.max_rank,
         }
         if "flip_style" in self.meta:

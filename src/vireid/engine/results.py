@@ -8,6 +8,7 @@ deviation (ddof = 1, the spread of the gallery-sampling estimate), 0.0 for a sin
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..core import EvaluationError
 from ..metrics.ranking import RankingMetrics
-from ..utils.atomic import write_json
+from ..utils.atomic import write_text
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 SCHEMA = "vireid.results/1"
@@ -153,15 +154,17 @@ class EvalResults:
             raise EvaluationError(f"results object has schema {d.get('schema')!r}, expected {SCHEMA!r}")
         return cls({k: ProtocolResult.from_json(k, v) for k, v in d["protocols"].items()}, dict(d.get("meta", {})))
 
+    def to_json_text(self) -> str:
+        """The text of results.json (what `save` writes)."""
+        return json.dumps(_jsonable(self.to_json()), indent=2) + "\n"
+
     def save(self, path: str | Path) -> Path:
         """Write results.json atomically (temporary file, then rename)."""
-        write_json(path, _jsonable(self.to_json()))
+        write_text(path, self.to_json_text())
         return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> EvalResults:
-        import json
-
         return cls.from_json(json.loads(Path(path).read_text()))
 
     def format_table(self) -> str:

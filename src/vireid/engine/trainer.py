@@ -10,12 +10,22 @@ from typing import Any
 
 import torch
 
-from ..config import Config, check_eval_options, config_to_dict, options_dict
+from ..config import (
+    RESUME_MAY_CHANGE,
+    Config,
+    check_eval_options,
+    config_differences,
+    config_from_dict,
+    config_to_dict,
+    options_dict,
+    upgrade_saved_config,
+)
 from ..core import CheckpointError, ConfigError, DatasetError, NonFiniteLossError, TrainingError
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.loading import build_train_loader
 from ..methods import Method, build_method
 from ..runs import MetricsLog, RunDir, load_model_state, read_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..runs.checkpoint import RESUME_KEYS
 from ..utils import distributed as D
 from ..utils.seed import seed_everything
 from .callbacks import Callback
@@ -113,8 +123,37 @@ class Trainer:
             "label_map": {int(k): int(v) for k, v in self.dataset.label_map.items()},
         }
 
-    def _restore(self, path: Path) -> tuple[int, float | None]:
+    def _resume_checkpoint(self) -> tuple[Path, dict[str, Any]]:
+        """The checkpoint to resume from, read and checked: a resume state, and the config it was trained with
+        (only the keys in `config.RESUME_MAY_CHANGE` may differ: the run keeps its hyper-parameters)."""
+        assert self.resume is not None
+        if self.resume == "auto":
+            path = self.run.checkpoint("last")
+            if not path.is_file():
+                raise CheckpointError(
+                    f"nothing to resume in {self.run_dir}: it holds no checkpoint ({path} is missing; training there "
+                    "stopped before its first epoch ended, or never started); start it again without --resume")
+        else:
+            path = self.run.find_checkpoint(self.resume)
         data = read_checkpoint(path)
+        missing = [k for k in RESUME_KEYS if k not in data]
+        if missing:
+            raise CheckpointError(f"{path} cannot be resumed: it has no {', '.join(map(repr, missing))} (a checkpoint "
+                                  "written by vireid train holds them); resume from <run>/checkpoints/last.pt")
+        try:
+            saved = config_from_dict(upgrade_saved_config(data["config"]))
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: the config it was trained with cannot be read ({exc})") from None
+        differ = config_differences(saved, self.cfg, allowed=RESUME_MAY_CHANGE)
+        if differ:
+            may = ", ".join(k if "." in k else f"{k}.*" for k in RESUME_MAY_CHANGE)
+            raise ConfigError(
+                f"cannot resume {path} with a changed config: {'; '.join(differ)}. A resumed run keeps the "
+                f"settings it was trained with (only {may} may change): drop those overrides, or train a new run "
+                "with another --out")
+        return path, data
+
+    def _restore(self, path: Path, data: dict[str, Any]) -> tuple[int, float | None]:
         load_model_state(self.method, data["model"], source=str(path), method=data["method"],
                          expected_method=self.cfg.method.name)
         for k, (opt, sched) in self.optimizers.items():
@@ -133,15 +172,21 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self) -> Method:
         """Train for `cfg.train.epochs` (or the remainder when resuming); returns the trained method."""
+        resume = self._resume_checkpoint() if self.resume else None  # refused before any data is read
         self._build()
         cfg = self.cfg
         start_epoch, best = 0, None
-        if self.resume:
-            path = self.run.find_checkpoint("last" if self.resume == "auto" else self.resume)
-            start_epoch, best = self._restore(path)
-            if self.dist.is_main:
+        if resume is not None:
+            start_epoch, best = self._restore(*resume)
+            if start_epoch >= cfg.train.epochs:
+                log.info("%s has trained %d epoch(s) already, train.epochs=%d: nothing to do (raise train.epochs "
+                         "to train longer)", self.run_dir, start_epoch, cfg.train.epochs)
+            elif self.dist.is_main:
                 self.run.truncate_metrics(start_epoch - 1)
-        if self.dist.is_main:
+        elif self.dist.is_main and self.run.reset_metrics():
+            log.info("%s: removed the metrics of an earlier attempt that wrote no checkpoint", self.run_dir)
+        if self.dist.is_main and start_epoch < cfg.train.epochs:
+            # config.yaml says what runs now (a resume may change the RESUME_MAY_CHANGE keys)
             self.run.write_run_files(cfg)
         metrics = MetricsLog(self.run) if self.dist.is_main else None
         for cb in self.callbacks:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, apply_overrides, config_from_dict, upgrade_saved_config
+from ..core import CheckpointError, ConfigError
 from ..methods import Method, build_method
 from ..runs import RunDir, load_model_state, read_checkpoint
 
@@ -21,7 +22,16 @@ def load_trained(run_dir: str | Path, checkpoint: str = "auto", device: str | to
     """
     path = RunDir(run_dir).find_checkpoint(checkpoint) if Path(run_dir).is_dir() else Path(run_dir)
     data = read_checkpoint(path)
-    cfg = config_from_dict(apply_overrides(upgrade_saved_config(data["config"]), list(overrides)))
+    if not isinstance(data["config"], dict):
+        raise CheckpointError(f"{path}: its 'config' is a {type(data['config']).__name__}, expected the mapping "
+                              "vireid train saves; pass a checkpoint written by vireid train")
+    raw = upgrade_saved_config(data["config"])
+    try:
+        cfg = config_from_dict(raw)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: the config it was trained with cannot be used ({exc})") from None
+    if overrides:
+        cfg = config_from_dict(apply_overrides(raw, list(overrides)))
     method = build_method(cfg, int(data["num_classes"]), pretrained=False)
     load_model_state(method, data["model"], source=str(path), method=data["method"], expected_method=cfg.method.name)
     method.to(device).eval()

@@ -125,7 +125,8 @@ class ResNetBackbone(nn.Module):
                  non_local: bool = False, non_local_inter: int = 1) -> None:
         super().__init__()
         if arch not in ARCHS:
-            raise ValueError(f"unknown backbone arch {arch!r}: expected one of {ARCHS} (config key model.arch)")
+            raise ValueError(f"config key 'model.arch' is {arch!r}, an unknown backbone: expected one of "
+                             f"{', '.join(ARCHS)}; set e.g. model.arch={ARCHS[0]}")
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r} (config key model.last_stride)")
         unknown = [s for s in modality_specific if s not in STAGES]

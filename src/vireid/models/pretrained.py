@@ -61,7 +61,8 @@ def read_imagenet_state_dict(arch: str) -> tuple[dict[str, torch.Tensor], str]:
             return read_state_dict_file(candidate), str(candidate)
     url = imagenet_weights(arch).url
     try:
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+        # weights_only: tensors and plain values only, never code (torch.hub's default is False)
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
     except Exception as exc:  # offline, proxy, disk full: all end in the same instruction
         raise CheckpointError(
             f"cannot get the ImageNet weights of {arch}: downloading {url} failed "

@@ -1,8 +1,17 @@
-"""Checkpoints: atomic save, strict load with precise mismatch messages, RNG state for exact resume."""
+"""Checkpoints: atomic save, safe strict load with precise mismatch messages, RNG state for exact resume.
+
+A checkpoint is read with `torch.load(..., weights_only=True)`: tensors and plain values only, so a file
+someone hands you cannot run code when it is loaded. Everything vireid saves is such a value (the numpy
+RNG state is stored as a tensor and plain numbers). Checkpoints of format 1 held the numpy state as a
+numpy array; only the globals that rebuild a plain numpy array are allowed when reading those.
+"""
 
 from __future__ import annotations
 
+import io
 import random
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,30 +21,83 @@ import torch
 from ..core import CheckpointError
 from ..utils.atomic import atomic_path
 
-FORMAT_VERSION = 1
+#: 1: numpy RNG state as a numpy array (vireid <= 0.2); 2: every value a tensor or a plain Python value.
+FORMAT_VERSION = 2
+#: What every vireid checkpoint holds (the trainer also needs RESUME_KEYS to continue a run).
+REQUIRED_KEYS = ("model", "method", "num_classes", "config")
+RESUME_KEYS = ("optimizers", "epoch", "global_step", "rng")
+
+
+def _numpy_array_globals() -> list[Any]:
+    """The globals a pickled plain numpy array needs (format-1 RNG states), under numpy 1 and 2 names."""
+    try:
+        reconstruct = np._core.multiarray._reconstruct  # type: ignore[attr-defined]  # numpy >= 2
+    except AttributeError:  # pragma: no cover - numpy 1
+        reconstruct = np.core.multiarray._reconstruct  # type: ignore[attr-defined]
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+            np.dtypes.UInt32DType]
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write `payload` (plus the format version) to `path` atomically."""
+    """Write `payload` (plus the format version) to `path` atomically.
+
+    The bytes are built in memory first and written through `atomic_path`, so a full disk is a
+    StorageError naming `path` (torch.save to a file would raise a bare RuntimeError) and the previous
+    file stays intact."""
     path = Path(path)
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **payload}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"format_version": FORMAT_VERSION, **payload}, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 
+def _reason(exc: BaseException) -> str:
+    """One line saying why torch.load failed (the unpickler's own words, not torch's advice around them)."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if found:
+        return found.group(1).strip()
+    lines = text.strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file on the CPU; damaged or foreign files raise CheckpointError."""
+    """Load a vireid checkpoint on the CPU (tensors and plain values only; no code runs).
+
+    A damaged file, a file holding other Python objects (a pickle that would run code), a bare state dict
+    and a dict without 'model', 'method', 'num_classes' and 'config' raise CheckpointError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}; pass a file written by vireid train "
+                              "(<run>/checkpoints/last.pt or best.pt)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for damaged files
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {exc}. The file is damaged or not a vireid checkpoint."
-        ) from None
-    if not isinstance(data, dict) or "model" not in data or "method" not in data:
-        raise CheckpointError(f"{path} is not a vireid checkpoint (expected keys 'model' and 'method')")
+        with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says it all
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if unsafe:
+            raise CheckpointError(
+                f"{path} is not a vireid checkpoint: it holds a Python object ({unsafe.group(1)}) and loading it "
+                "could run code, so vireid refuses it; pass a checkpoint written by vireid train") from None
+        raise CheckpointError(f"cannot read checkpoint {path} ({_reason(exc)}): the file is damaged (cut short?) or "
+                              "not a vireid checkpoint (vireid loads tensors and plain values only); pass a checkpoint "
+                              "written by vireid train") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a vireid checkpoint: it holds a {type(data).__name__}, expected a dict "
+                              f"with {', '.join(map(repr, REQUIRED_KEYS))}; pass a checkpoint written by vireid train")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        hint = ""
+        if data and all(isinstance(v, torch.Tensor) for v in data.values()):
+            hint = " (it looks like a bare state dict; a torchvision ResNet state dict goes to model.pretrained=PATH)"
+        raise CheckpointError(f"{path} is not a vireid checkpoint: it has no {', '.join(map(repr, missing))}{hint}; "
+                              "pass a checkpoint written by vireid train")
+    version = data.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {version!r}, newer than this vireid reads "
+                              f"({FORMAT_VERSION}); upgrade vireid to load it")
     return data
 
 
@@ -68,15 +130,22 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], *, 
 
 
 def rng_state() -> dict[str, Any]:
-    """Global RNG states (python, numpy, torch) for exact resume."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    """Global RNG states (python, numpy, torch, cuda) for exact resume, as tensors and plain values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    numpy_state = {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` saved."""
+    """Restore what `rng_state` saved (also the format-1 numpy tuple)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        numpy_state = (numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), int(numpy_state["pos"]),
+                       int(numpy_state["has_gauss"]), float(numpy_state["cached_gaussian"]))
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

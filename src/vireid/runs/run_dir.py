@@ -10,9 +10,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import platform
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,9 +27,11 @@ import torch
 
 from .. import __version__
 from ..config import Config, dump_config
-from ..core import CheckpointError, EvalTrial
+from ..core import CheckpointError, EvalTrial, Sample
 from ..protocols.common import trial_file
-from ..utils.atomic import write_json, write_text
+from ..utils.atomic import default_mode, old_copy, storage_error, write_json, write_text
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_NAMES = {"last": "last.pt", "best": "best.pt"}
 _AUTO_ORDER = ("best", "last")
@@ -122,26 +129,133 @@ class RunDir:
         write_json(self.env, env)
 
     def truncate_metrics(self, upto_epoch: int) -> None:
-        """Drop metrics records of epochs after `upto_epoch` (a resumed run rewrites them)."""
+        """Drop metrics records of epochs after `upto_epoch` (a resumed run rewrites them).
+
+        A line that is not a JSON record (the last line torn by a full disk or a power loss) is dropped with a
+        warning: it never stops a resume."""
         if not self.metrics.exists():
             return
-        keep = [ln for ln in self.metrics.read_text().splitlines()
-                if ln and json.loads(ln).get("epoch", -1) <= upto_epoch]
+        keep, torn = [], []
+        for number, line in enumerate(self.metrics.read_text(errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                torn.append(number)
+                continue
+            epoch = record.get("epoch", -1)
+            if isinstance(epoch, int) and epoch > upto_epoch:
+                continue
+            keep.append(line)
+        if torn:
+            log.warning("%s: dropped %d unreadable line(s) (line %s), a write cut short (full disk or power loss?)",
+                        self.metrics, len(torn), ", ".join(map(str, torn[:5])))
         write_text(self.metrics, "".join(ln + "\n" for ln in keep))
 
-    def write_trial_lists(self, trials: Iterable[EvalTrial]) -> list[Path]:
+    def reset_metrics(self) -> bool:
+        """Remove metrics.jsonl and tensorboard/ (a fresh start after an attempt that wrote no checkpoint), so the
+        new run's records are not appended to the old ones; True when there was something to remove."""
+        found = self.metrics.exists() or self.tensorboard.exists()
+        self.metrics.unlink(missing_ok=True)
+        if self.tensorboard.is_dir():
+            shutil.rmtree(self.tensorboard)
+        return found
+
+    def write_trial_lists(self, trials: Iterable[EvalTrial], results: str | None = None) -> list[Path]:
         """Write every trial's gallery paths to galleries/<name>.txt (and its sampled query list to
-        queries/<name>.txt when the query side is the sampled one), atomically."""
-        written = []
+        queries/<name>.txt when the query side is the sampled one) and, given `results` (the text of
+        results.json), results.json, as one unit.
+
+        galleries/ and queries/ are built whole in temporary folders, results.json in a temporary file; only
+        when all are written are they renamed into place (results.json last), replacing the previous ones and
+        their files of other evaluations. A failure (a full disk: StorageError naming the path) leaves the
+        previous galleries/, queries/ and results.json as they were."""
+        trials = list(trials)
+        lists: dict[Path, dict[Path, list[Sample]]] = {self.galleries: {}, self.queries: {}}
         for t in trials:
-            target = trial_file(self.galleries, t.name)
-            write_text(target, "".join(f"{s.path}\n" for s in t.gallery))
-            written.append(target)
+            lists[self.galleries][trial_file(self.galleries, t.name)] = list(t.gallery)
             if t.info.get("sampled_side") == "query":
-                target = trial_file(self.queries, t.name)
-                write_text(target, "".join(f"{s.path}\n" for s in t.query))
-                written.append(target)
-        return written
+                lists[self.queries][trial_file(self.queries, t.name)] = list(t.query)
+        staged: dict[Path, Path | None] = {}  # target -> its new version (None: no new version, remove it)
+        results_tmp: Path | None = None
+        target = self.path
+        try:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                for folder, files in lists.items():
+                    target = folder
+                    if not files:
+                        staged[folder] = None
+                        continue
+                    tmp = staged[folder] = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp",
+                                                                 dir=self.path))
+                    os.chmod(tmp, _mode_for(folder, directory=True))
+                    for path, samples in files.items():
+                        target = path
+                        inside = tmp / path.relative_to(folder)
+                        inside.parent.mkdir(parents=True, exist_ok=True)
+                        inside.write_text("".join(f"{s.path}\n" for s in samples))
+                if results is not None:
+                    target = self.results
+                    fd, name = tempfile.mkstemp(prefix=f".{self.results.name}.", suffix=".tmp", dir=self.path)
+                    os.close(fd)
+                    results_tmp = Path(name)
+                    results_tmp.write_text(results)
+                    os.chmod(results_tmp, _mode_for(self.results, directory=False))
+                target = self.path
+                _swap_in(staged, results_tmp, self.results)
+                results_tmp = None
+            except OSError as exc:
+                err = storage_error(exc, target)
+                if err is None:
+                    raise
+                raise err from None
+        finally:
+            for left in staged.values():
+                if left is not None and left.exists():
+                    shutil.rmtree(left, ignore_errors=True)
+            if results_tmp is not None:
+                results_tmp.unlink(missing_ok=True)
+        return [path for files in lists.values() for path in files]
+
+
+def _mode_for(target: Path, directory: bool) -> int:
+    """The permissions `target` has, else those a new file or folder gets (so a swap keeps 0644 / 0755)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return default_mode(directory)
+
+
+def _swap_in(folders: dict[Path, Path | None], results_tmp: Path | None, results: Path) -> None:
+    """Rename each new folder over its target (the old one moved aside first) and `results_tmp` over `results`
+    last; if a rename fails, the old folders are put back before the error goes on."""
+    moved: list[tuple[Path, Path]] = []  # (target, its previous version moved aside)
+    placed: list[Path] = []
+    try:
+        for target, new in folders.items():
+            old = old_copy(target)
+            if old.exists():
+                shutil.rmtree(old)
+            if target.exists():
+                os.replace(target, old)
+                moved.append((target, old))
+            if new is not None:
+                os.replace(new, target)
+                placed.append(target)
+        if results_tmp is not None:
+            os.replace(results_tmp, results)
+    except OSError:
+        for target in placed:
+            shutil.rmtree(target, ignore_errors=True)
+        for target, old in moved:
+            os.replace(old, target)
+        raise
+    for _, old in moved:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def git_revision(where: str | Path | None = None) -> str | None:

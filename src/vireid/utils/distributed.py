@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -40,13 +42,26 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, initialized=True)
 
 
-def resolve_device(pref: str, dist_info: DistInfo) -> torch.device:
-    """`auto` picks cuda:local_rank when CUDA exists, else the CPU."""
+def resolve_device(pref: str, dist_info: DistInfo, key: str = "train.device") -> torch.device:
+    """`auto` picks cuda:local_rank when CUDA exists, else the CPU; a CUDA device this machine lacks is a
+    ConfigError naming `key` (the config key or command-line option the preference came from)."""
     if pref == "auto":
         return torch.device(f"cuda:{dist_info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if pref == "cuda" and dist_info.initialized:
-        return torch.device(f"cuda:{dist_info.local_rank}")
-    return torch.device(pref)
+        pref = f"cuda:{dist_info.local_rank}"
+    try:
+        device = torch.device(pref)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{key}={pref!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key}={pref}: no CUDA GPU is usable here (torch.cuda.is_available() is False); "
+                              f"use {key}=cpu, or {key}=auto to take a GPU when there is one")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{key}={pref}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
+                              f"use one of them, or {key}=auto")
+    return device
 
 
 def broadcast_module(module: torch.nn.Module) -> None:

@@ -1,0 +1,63 @@
+"""No code runs from a file a user was handed: a pickle named as an index's checkpoint is refused by name by
+every command that loads the recorded model (issue 13, item 2)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_serve_helpers import make_gallery_folder, trained_run
+from vireid.cli import main
+
+
+class _Plant:
+    """Unpickling this creates a marker file: proof that loading executed code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture(scope="module")
+def booby_trapped(tmp_path_factory):
+    from vireid.inference import FeatureExtractor
+    from vireid.serve.gallery import build_index
+
+    run, _ = trained_run(tmp_path_factory)
+    base = tmp_path_factory.mktemp("trap")
+    gallery = make_gallery_folder(base / "gallery")
+    build_index(FeatureExtractor(run), gallery, base / "index")
+    marker = base / "code-ran"
+    evil = base / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": _Plant(marker), "method": "baseline", "config": {}, "num_classes": 2}))
+    meta = json.loads((base / "index" / "meta.json").read_text())
+    meta["model"]["checkpoint"] = str(evil)
+    (base / "index" / "meta.json").write_text(json.dumps(meta))
+    return {"index": base / "index", "gallery": gallery, "evil": evil, "marker": marker,
+            "query": sorted(gallery.rglob("*.jpg"))[0]}
+
+
+@pytest.mark.parametrize("command", ["search", "add", "serve-app"])
+def test_a_pickle_recorded_as_the_checkpoint_is_refused_without_running(command, booby_trapped, tmp_path, capsys):
+    t = booby_trapped
+    if command == "serve-app":
+        pytest.importorskip("fastapi")
+        from vireid.core import CheckpointError
+        from vireid.serve.app import create_app
+
+        with pytest.raises(CheckpointError, match=str(t["evil"])):
+            create_app(t["index"])
+    else:
+        argv = (["search", str(t["index"]), str(t["query"]), "--modality", "visible"] if command == "search" else
+                ["index", "add", str(t["index"]), "--images", str(shutil.copytree(t["gallery"], tmp_path / "g")),
+                 "--modality", "visible"])
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert str(t["evil"]) in err and "Traceback" not in err
+    assert not t["marker"].exists(), "loading the checkpoint executed code from the file"
