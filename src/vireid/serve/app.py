@@ -32,6 +32,7 @@ _FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp"}
 DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_MAX_MEGAPIXELS = 25.0  # 5000 x 5000: far above any person crop, far below what exhausts memory
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the other form fields (tags are at most 16 KiB)
+INLINE_SEARCH_ROWS = 20_000  # below this gallery size a search runs on the event loop (well under a millisecond)
 
 
 class UploadTooLarge(ValueError):
@@ -245,7 +246,10 @@ def create_app(index_dir: str | Path, *, extractor: Any = None, run: str | Path 
                 (hits,) = current().search(feats, topk, cross_modal_only=cross_modal_only, query_modality=mod)
             return hits
 
-        return {"results": [h.to_dict() for h in await run_in_threadpool(ranked)]}
+        # a small gallery is ranked in microseconds: a worker-thread round trip (behind the forward passes of
+        # other requests) would cost more than the search; a large one is ranked off the event loop
+        hits = ranked() if len(state["index"]) < INLINE_SEARCH_ROWS else await run_in_threadpool(ranked)
+        return {"results": [h.to_dict() for h in hits]}
 
     @app.get("/items/{item_id}/image")
     def item_image(item_id: int) -> Any:
