@@ -14,7 +14,6 @@ import logging
 import os
 import platform
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from .. import __version__
 from ..config import Config, dump_config
 from ..core import CheckpointError, EvalTrial, Sample
 from ..protocols.common import trial_file
-from ..utils.atomic import default_mode, old_copy, storage_error, write_json, write_text
+from ..utils.atomic import mode_for, old_copy, storage_error, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ class RunDir:
                         continue
                     tmp = staged[folder] = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp",
                                                                  dir=self.path))
-                    os.chmod(tmp, _mode_for(folder, directory=True))
+                    os.chmod(tmp, mode_for(folder, directory=True))
                     for path, samples in files.items():
                         target = path
                         inside = tmp / path.relative_to(folder)
@@ -204,7 +203,7 @@ class RunDir:
                     os.close(fd)
                     results_tmp = Path(name)
                     results_tmp.write_text(results)
-                    os.chmod(results_tmp, _mode_for(self.results, directory=False))
+                    os.chmod(results_tmp, mode_for(self.results, directory=False))
                 target = self.path
                 _swap_in(staged, results_tmp, self.results)
                 results_tmp = None
@@ -220,14 +219,6 @@ class RunDir:
             if results_tmp is not None:
                 results_tmp.unlink(missing_ok=True)
         return [path for files in lists.values() for path in files]
-
-
-def _mode_for(target: Path, directory: bool) -> int:
-    """The permissions `target` has, else those a new file or folder gets (so a swap keeps 0644 / 0755)."""
-    try:
-        return stat.S_IMODE(target.stat().st_mode)
-    except OSError:
-        return default_mode(directory)
 
 
 def _swap_in(folders: dict[Path, Path | None], results_tmp: Path | None, results: Path) -> None:

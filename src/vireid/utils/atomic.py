@@ -30,7 +30,8 @@ def default_mode(directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
-def _mode_for(target: Path, directory: bool) -> int:
+def mode_for(target: Path, directory: bool) -> int:
+    """The permissions `target` has, else those a new file or folder gets under the umask."""
     try:
         return stat.S_IMODE(target.stat().st_mode)
     except OSError:
@@ -67,7 +68,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
-        os.chmod(tmp_path, _mode_for(target, directory=False))
+        os.chmod(tmp_path, mode_for(target, directory=False))
         os.replace(tmp_path, target)
     except OSError as exc:
         err = storage_error(exc, target)
@@ -130,7 +131,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        os.chmod(tmp, _mode_for(target, directory=True))
+        os.chmod(tmp, mode_for(target, directory=True))
         yield tmp
         if target.exists():
             old = old_copy(target)
