@@ -41,6 +41,10 @@ class TrainStepper:
 
     `step(loss, name)`: checks the loss is finite, zeroes that optimizer's gradients, back-propagates
     (scaled under fp16), averages gradients across ranks when distributed, clips, steps.
+    For methods whose iteration accumulates several losses into several optimizers before stepping them
+    (JSIA-ReID), the three parts are available on their own: `zero_grad(*names)`, `backward(loss)` and
+    `step_optimizers(*names)`; `step(loss, name)` is exactly `zero_grad(name); backward(loss);
+    step_optimizers(name)`.
     """
 
     def __init__(self, optimizers: Mapping[str, OptimizerEntry], *, scaler: torch.amp.GradScaler | None = None,
@@ -53,37 +57,57 @@ class TrainStepper:
         self.global_step = 0
         self.step_counts: dict[str, int] = {name: 0 for name in self.optimizers}
 
-    def __call__(self, loss: torch.Tensor, name: str = "main", *, retain_graph: bool = False,
-                 parts: Mapping[str, torch.Tensor] | None = None) -> None:
+    def _optimizer(self, name: str) -> torch.optim.Optimizer:
         if name not in self.optimizers:
             raise TrainingError(
                 f"the method stepped an optimizer named {name!r}; it declared {sorted(self.optimizers)}"
             )
+        return self.optimizers[name][0]
+
+    def __call__(self, loss: torch.Tensor, name: str = "main", *, retain_graph: bool = False,
+                 parts: Mapping[str, torch.Tensor] | None = None) -> None:
+        self._optimizer(name)
+        self.zero_grad(name)
+        self.backward(loss, retain_graph=retain_graph, parts=parts, what=f"the '{name}' objective")
+        self.step_optimizers(name)
+
+    def zero_grad(self, *names: str) -> None:
+        """Clear the gradients of the named optimizers' parameters (all optimizers when none is named)."""
+        for name in names or tuple(self.optimizers):
+            self._optimizer(name).zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor, *, retain_graph: bool = False,
+                 parts: Mapping[str, torch.Tensor] | None = None, what: str = "the objective") -> None:
+        """Back-propagate `loss` (scaled under fp16) into whatever it reaches, after the NaN guard; gradients add up."""
         if not torch.isfinite(loss.detach()).all():
             bad = [k for k, v in (parts or {}).items() if not torch.isfinite(torch.as_tensor(v).detach()).all()]
-            which = f"loss part(s) {', '.join(bad)}" if bad else f"the '{name}' objective"
+            which = f"loss part(s) {', '.join(bad)}" if bad else what
             raise NonFiniteLossError(
                 f"{which} became {float(loss.detach())} at epoch {self.epoch}, step {self.global_step}"
             )
-        opt, _ = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward(retain_graph=retain_graph)
         else:
             loss.backward(retain_graph=retain_graph)
-        params = [p for g in opt.param_groups for p in g["params"]]
-        if self.distributed:
-            average_gradients(params)
-        if self.grad_clip > 0:
+
+    def step_optimizers(self, *names: str) -> None:
+        """Average gradients across ranks, clip and step each named optimizer (then update the fp16 scale once)."""
+        for name in names:
+            opt = self._optimizer(name)
+            params = [p for g in opt.param_groups for p in g["params"]]
+            if self.distributed:
+                average_gradients(params)
+            if self.grad_clip > 0:
+                if self.scaler is not None:
+                    self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
             if self.scaler is not None:
-                self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(opt)
+                self.scaler.step(opt)
+            else:
+                opt.step()
+            self.step_counts[name] += 1
+        if self.scaler is not None and names:
             self.scaler.update()
-        else:
-            opt.step()
-        self.step_counts[name] += 1
 
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:

@@ -38,7 +38,9 @@ class Stepper(Protocol):
     `step(loss, "main", parts={...})` back-propagates `loss` and steps the optimizer registered as
     "main"; a method calls it once per optimizer in its own order (adversarial methods alternate).
     `parts` (the loss terms) lets a non-finite loss be reported by name. `epoch` (0-based) and
-    `global_step` tell where training is.
+    `global_step` tell where training is. A method whose iteration adds several losses' gradients
+    before stepping several optimizers (JSIA-ReID) uses the parts on their own: `zero_grad(*names)`,
+    `backward(loss)` (NaN guard, AMP scaling; gradients accumulate) and `step_optimizers(*names)`.
     """
 
     epoch: int
@@ -46,6 +48,13 @@ class Stepper(Protocol):
 
     def __call__(self, loss: torch.Tensor, name: str = "main", *, retain_graph: bool = False,
                  parts: dict[str, torch.Tensor] | None = None) -> None: ...
+
+    def zero_grad(self, *names: str) -> None: ...
+
+    def backward(self, loss: torch.Tensor, *, retain_graph: bool = False,
+                 parts: dict[str, torch.Tensor] | None = None, what: str = "the objective") -> None: ...
+
+    def step_optimizers(self, *names: str) -> None: ...
 
 
 OptimizerEntry = tuple[torch.optim.Optimizer, Any]  # (optimizer, per-epoch LR scheduler or None)
