@@ -19,10 +19,16 @@ TINY_OVERRIDES = ["model.arch=resnet18", "model.pretrained=none", "data.height=3
 def tiny_config(method: str, *overrides: str) -> Config:
     """The method's synthetic preset shrunk to a tiny ResNet-18 on 32x16 images; a method without a preset
     (a user's) gets the config defaults and its own Options() defaults, shrunk the same way."""
+    from vireid.registry import METHODS
+
     path = REPO / "configs" / "synthetic" / f"{method}.yaml"
-    if path.is_file():
-        return load_config(path, [*TINY_OVERRIDES, *overrides])
-    return load_config(None, [f"method.name={method}", *TINY_OVERRIDES, *overrides])
+    head = [] if path.is_file() else [f"method.name={method}"]
+    cfg = load_config(path if path.is_file() else None, [*head, *TINY_OVERRIDES, *overrides])
+    low = METHODS.get(method).min_input_size(cfg)  # a method whose networks need larger images gets them
+    if cfg.data.height < low[0] or cfg.data.width < low[1]:
+        size = [f"data.height={max(low[0], cfg.data.height)}", f"data.width={max(low[1], cfg.data.width)}"]
+        cfg = load_config(path if path.is_file() else None, [*head, *TINY_OVERRIDES, *size, *overrides])
+    return cfg
 
 
 def tiny_batch(cfg: Config, num_classes: int = 6, seed: int = 0) -> Batch:

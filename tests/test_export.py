@@ -67,7 +67,7 @@ def test_every_method_exports_within_tolerance(method, tmp_path):
     report = export_onnx(ck, tmp_path / "m.onnx", input_kind="uint8")
     assert report["max_abs_diff"] <= 1e-4 and report["inputs"] == ["images", "modality"]
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).integers(0, 256, size=(5, 3, 32, 16), dtype=np.uint8)
+    x = np.random.default_rng(0).integers(0, 256, size=(5, 3, report["height"], report["width"]), dtype=np.uint8)
     assert sess.run(None, {"images": x, "modality": np.array([1, 0, 1, 1, 0])})[0].shape == (5, report["dim"])
 
 

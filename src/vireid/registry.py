@@ -78,7 +78,8 @@ DATASETS: Registry[Any] = Registry("dataset", builtins=(
     "vireid.data.datasets.sysu", "vireid.data.datasets.regdb", "vireid.data.datasets.llcm",
     "vireid.data.datasets.folder"))
 METHODS: Registry[Any] = Registry("method", builtins=(
-    "vireid.methods.baseline", "vireid.methods.mpanet", "vireid.methods.lba", "vireid.methods.cmgan"))
+    "vireid.methods.baseline", "vireid.methods.mpanet", "vireid.methods.lba", "vireid.methods.cmgan",
+    "vireid.methods.jsia"))
 PROTOCOLS: Registry[Any] = Registry("protocol", builtins=(
     "vireid.protocols.sysu", "vireid.protocols.regdb", "vireid.protocols.llcm"))
 

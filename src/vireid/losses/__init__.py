@@ -2,6 +2,13 @@
 
 from .classification import cross_entropy
 from .distance import pairwise_euclidean
+from .generative import (
+    l1_reconstruction,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    one_way_kl,
+    symmetric_kl,
+)
 from .triplet import (
     batch_hard_triplet,
     caj_triplet,
@@ -14,4 +21,5 @@ from .triplet import (
 __all__ = [
     "cross_entropy", "pairwise_euclidean", "batch_hard_triplet", "caj_triplet", "cross_modality_triplet",
     "hard_example_mining", "weighted_pair_distances", "weighted_regularized_triplet",
+    "lsgan_discriminator_loss", "lsgan_generator_loss", "l1_reconstruction", "symmetric_kl", "one_way_kl",
 ]

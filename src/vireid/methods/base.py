@@ -147,6 +147,12 @@ class Method(nn.Module):
         """The dimension of each feature kind `embed` returns."""
         raise NotImplementedError
 
+    @classmethod
+    def min_input_size(cls, cfg: Config) -> tuple[int, int]:
+        """The smallest (height, width) of input images this method's networks accept under `cfg` (the contract
+        tests use it to shrink the config); no constraint by default."""
+        return (1, 1)
+
     def inference_spec(self) -> InferenceSpec:
         """What `embed` needs: by default RGB with ImageNet normalisation, the "bn" feature, and
         modality-specific when some module keeps one copy per modality."""

@@ -12,6 +12,22 @@ from .backbone import (
     widen_conv1_weight,
 )
 from .build import build_backbone
+from .generative import (
+    AdaIN2d,
+    AdaINGenerator,
+    AdaINMLP,
+    CodeLayerNorm,
+    ConvBlock,
+    Decoder,
+    LinearBlock,
+    MultiScaleDiscriminator,
+    ResBlock,
+    ResBlocks,
+    StyleEncoder,
+    assign_adain_params,
+    gaussian_init_,
+    num_adain_params,
+)
 from .neck import BNNeck, Classifier
 from .nonlocal_block import NonLocalBlock
 from .pooling import GeM, GlobalAvgPool, build_pooling
@@ -22,5 +38,8 @@ __all__ = [
     "Stem", "widen_conv1_weight", "BNNeck", "Classifier", "NonLocalBlock", "GeM",
     "GlobalAvgPool", "build_backbone", "build_pooling", "load_pretrained", "PretrainedReport", "imagenet_cache_path",
     "read_state_dict_file",
+    "AdaIN2d", "AdaINGenerator", "AdaINMLP", "CodeLayerNorm", "ConvBlock", "Decoder", "LinearBlock",
+    "MultiScaleDiscriminator", "ResBlock", "ResBlocks", "StyleEncoder", "assign_adain_params", "gaussian_init_",
+    "num_adain_params",
 ]
 
