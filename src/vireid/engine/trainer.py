@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -194,9 +195,13 @@ class Trainer:
         try:
             for epoch in range(start_epoch, cfg.train.epochs):
                 self._run_epoch(epoch, metrics)
-                for _, sched in self.optimizers.values():
-                    if sched is not None:
-                        sched.step()
+                with warnings.catch_warnings():
+                    # an optimizer a method did not step this epoch (a GAN warm-up phase, an alternation) makes
+                    # torch warn that the schedule moved first; the per-epoch schedule is meant to move anyway
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                    for _, sched in self.optimizers.values():
+                        if sched is not None:
+                            sched.step()
                 if self.dist.initialized:
                     D.average_buffers(self.method)
                 best = self._end_of_epoch(epoch, best, metrics)
