@@ -434,3 +434,33 @@ def test_official_names_exist_only_for_the_official_architecture():
     _, method = _method("method.variation=true")
     with pytest.raises(CheckpointError, match="variation"):
         official_key_map(method)
+
+
+# ---------------------------------------------------------------- a jsia run through the deployment path
+
+
+@pytest.mark.slow
+def test_index_build_and_search_with_a_jsia_run(tmp_path, capsys):
+    import json
+
+    from vireid.cli import main as cli_main
+    from vireid.engine.trainer import Trainer
+
+    from .engine_fixtures import make_tiny_sysu, tiny_train_config
+    from .test_serve_helpers import make_gallery_folder
+
+    data = make_tiny_sysu(tmp_path / "sysu")
+    run = tmp_path / "run"
+    cfg = tiny_train_config(data, "train.epochs=1", "data.height=32", "data.width=32", "method.gan_warmup_epochs=0",
+                            method="jsia")
+    Trainer(cfg, run).fit()
+    gallery = make_gallery_folder(tmp_path / "images")
+    out = tmp_path / "index"
+    assert cli_main(["index", "build", str(run), "--images", str(gallery), "--out", str(out), "--no-progress"]) == 0
+    query = sorted((gallery / "infrared").rglob("*.jpg"))[0]
+    capsys.readouterr()
+    assert cli_main(["search", str(out), str(query), "--modality", "infrared", "--topk", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip())
+    assert res["results"][0]["path"] == str(query.resolve())
+    assert res["results"][0]["score"] == pytest.approx(1, abs=1e-5)
+    assert len(res["results"]) == 3
