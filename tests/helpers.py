@@ -47,10 +47,9 @@ def tiny_batch(cfg: Config, num_classes: int = 6, seed: int = 0) -> Batch:
     sampler.set_epoch(0)
     first = next(iter(sampler))
     idx = [int(i[0]) if isinstance(i, (tuple, list)) else int(i) for i in first]
-    c = cfg.model.in_channels
     n = len(idx)
-    return Batch(
-        images=torch.randn(n, c, cfg.data.height, cfg.data.width, generator=g),
+    return Batch(  # the loader yields RGB images whatever the network takes (D2RL builds its 4 channels itself)
+        images=torch.randn(n, 3, cfg.data.height, cfg.data.width, generator=g),
         labels=torch.tensor([labels[i] for i in idx], dtype=torch.long),
         modalities=torch.tensor([mods[i].code for i in idx], dtype=torch.int8),
         camids=torch.tensor([1 if mods[i] is Modality.VISIBLE else 3 for i in idx], dtype=torch.long),

@@ -58,6 +58,21 @@ def test_sysu_train_split_keeps_val_apart(tmp_path):
     assert len(ds.train) == 24
 
 
+def test_sysu_train_scene_keeps_one_scene_and_drops_one_modality_ids(tmp_path):
+    # id 2 has no infrared image outdoors (cam 6 missing), id 3 none indoors (cam 3 missing)
+    root = make_sysu(tmp_path / "S", cams={2: (1, 2, 3, 4, 5), 3: (1, 2, 4, 5, 6)})
+    indoor = load_dataset("sysu", root, train_scene="indoor")
+    assert {s.camid for s in indoor.train} == {1, 2, 3}
+    assert {s.pid for s in indoor.train} == {1, 2} and indoor.label_map == {1: 0, 2: 1}
+    outdoor = load_dataset("sysu", root, train_scene="outdoor")
+    assert {s.camid for s in outdoor.train} == {4, 5, 6}
+    assert {s.pid for s in outdoor.train} == {1, 3} and len(outdoor.train) == 2 * 3 * 2
+    assert outdoor.test == load_dataset("sysu", root).test  # evaluation is untouched
+    assert outdoor.info["train_scene"] == "outdoor"
+    with pytest.raises(ConfigError, match="train_scene must be one of 'all', 'indoor', 'outdoor', got 'night'"):
+        load_dataset("sysu", root, train_scene="night")
+
+
 def test_sysu_split_files_tolerate_whitespace_trailing_commas_and_ignore_mat(tmp_path):
     root = make_sysu(tmp_path / "SYSU")
     (root / "exp" / "train_id.txt").write_text(" 1 , 2 ,\n999,998\n")  # only the first line counts
@@ -89,7 +104,7 @@ def test_sysu_partial_cameras(tmp_path):
 
 def test_sysu_options_are_validated(tmp_path):
     root = make_sysu(tmp_path / "S")
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) 'trial'.*valid options: 'train_split'"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) 'trial'.*valid options: 'train_scene', 'train_split'"):
         load_dataset("sysu", root, trial=1)
     with pytest.raises(ConfigError, match="train_split must be one of 'train\\+val', 'train', got 'all'"):
         load_dataset("sysu", root, train_split="all")

@@ -45,7 +45,7 @@ def test_training_step_is_finite_and_updates(method_name):
 def test_embed_is_normalised_with_documented_dims(method_name):
     cfg, method = _build(method_name)
     method.eval()
-    images = torch.randn(3, cfg.model.in_channels, cfg.data.height, cfg.data.width)
+    images = torch.randn(3, method.inference_spec().channels, cfg.data.height, cfg.data.width)
     dims = method.feature_dims()
     assert {"bn", "pool"} <= set(dims)
     for modality in (Modality.VISIBLE, Modality.INFRARED):
@@ -67,7 +67,7 @@ def test_save_load_round_trip_reproduces_embed(method_name, tmp_path):
     _, other = _build(method_name, seed=123)
     load_model_state(other, torch.load(path), source=str(path))
     other.eval()
-    images = torch.randn(2, cfg.model.in_channels, cfg.data.height, cfg.data.width)
+    images = torch.randn(2, method.inference_spec().channels, cfg.data.height, cfg.data.width)
     for modality in (Modality.VISIBLE, Modality.INFRARED):
         a, b = method.embed(images, modality), other.embed(images, modality)
         for k in a:

@@ -79,7 +79,7 @@ DATASETS: Registry[Any] = Registry("dataset", builtins=(
     "vireid.data.datasets.folder"))
 METHODS: Registry[Any] = Registry("method", builtins=(
     "vireid.methods.baseline", "vireid.methods.mpanet", "vireid.methods.lba", "vireid.methods.cmgan",
-    "vireid.methods.jsia"))
+    "vireid.methods.jsia", "vireid.methods.d2rl"))
 PROTOCOLS: Registry[Any] = Registry("protocol", builtins=(
     "vireid.protocols.sysu", "vireid.protocols.regdb", "vireid.protocols.llcm"))
 

@@ -6,8 +6,11 @@ from .generative import (
     l1_reconstruction,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
+    nsgan_discriminator_loss,
+    nsgan_generator_loss,
     one_way_kl,
     symmetric_kl,
+    unit_kl,
 )
 from .triplet import (
     batch_hard_triplet,
@@ -22,4 +25,5 @@ __all__ = [
     "cross_entropy", "pairwise_euclidean", "batch_hard_triplet", "caj_triplet", "cross_modality_triplet",
     "hard_example_mining", "weighted_pair_distances", "weighted_regularized_triplet",
     "lsgan_discriminator_loss", "lsgan_generator_loss", "l1_reconstruction", "symmetric_kl", "one_way_kl",
+    "nsgan_discriminator_loss", "nsgan_generator_loss", "unit_kl",
 ]

@@ -1,4 +1,7 @@
-"""Image-generation losses: LSGAN, L1 reconstruction, the KL alignment terms of JSIA-ReID (spec §3.4)."""
+"""Image-generation losses: LSGAN, L1 reconstruction, the KL alignment terms of JSIA-ReID (spec §3.4).
+
+Also UNIT's (D2RL's) latent KL term `unit_kl` and the log-likelihood ("nsgan") GAN losses.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +42,39 @@ def lsgan_generator_loss(fake_outs: Sequence[torch.Tensor] | torch.Tensor) -> to
     fakes = _scales("lsgan_generator_loss", fake_outs)
     with torch.autocast(device_type=fakes[0].device.type, enabled=False):
         return torch.stack([(f - 1.0).pow(2).mean() for f in fakes]).sum()
+
+
+def nsgan_discriminator_loss(fake_outs: Sequence[torch.Tensor] | torch.Tensor,
+                             real_outs: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """L_D = sum_s [mean(-log(1 - sigmoid(D_s(fake)))) + mean(-log sigmoid(D_s(real)))]; logits in, scalar out.
+
+    UNIT's 'nsgan' (BCE on sigmoid outputs), computed stably from the logits. The caller computes fake_outs
+    on detached fakes. A single tensor counts as one scale.
+    """
+    fakes = _scales("nsgan_discriminator_loss", fake_outs)
+    reals = _scales("nsgan_discriminator_loss", real_outs)
+    if len(fakes) != len(reals):
+        raise TrainingError(f"nsgan_discriminator_loss: {len(fakes)} fake scales but {len(reals)} real scales; "
+                            "pass the outputs of the same discriminator for both")
+    with torch.autocast(device_type=fakes[0].device.type, enabled=False):
+        terms = [F.binary_cross_entropy_with_logits(f, torch.zeros_like(f))
+                 + F.binary_cross_entropy_with_logits(r, torch.ones_like(r)) for f, r in zip(fakes, reals, strict=True)]
+        return torch.stack(terms).sum()
+
+
+def nsgan_generator_loss(fake_outs: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """L_G = sum_s mean(-log sigmoid(D_s(fake))) (non-saturating); list of per-scale logits -> scalar."""
+    fakes = _scales("nsgan_generator_loss", fake_outs)
+    with torch.autocast(device_type=fakes[0].device.type, enabled=False):
+        return torch.stack([F.binary_cross_entropy_with_logits(f, torch.ones_like(f)) for f in fakes]).sum()
+
+
+@float32_math
+def unit_kl(mu: torch.Tensor) -> torch.Tensor:
+    """mean(mu^2) over every element (UNIT's KL term: KL(N(mu, I) || N(0, I)) = sum(mu^2) / 2, as a mean)."""
+    if mu.numel() == 0:
+        raise TrainingError("unit_kl: got an empty latent; pass the encoder's mean code")
+    return mu.pow(2).mean()
 
 
 @float32_math

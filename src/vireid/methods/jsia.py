@@ -547,7 +547,7 @@ def load_official_weights(method: JSIA, files: list[str | Path] | str | Path, ep
     """Load the official code's four state-dict files (`model-{0..3}_{epoch}.pkl`, given as a folder and epoch or
     as four paths in that order) into `method`, strictly: every vireid entry must be found with its shape, and
     every official entry used (BatchNorm's num_batches_tracked, absent from old PyTorch saves, excepted)."""
-    from ..runs.checkpoint import load_model_state
+    from ..runs.checkpoint import load_model_state, read_foreign_weights
 
     if isinstance(files, (str, Path)):
         folder = Path(files).expanduser()
@@ -558,15 +558,7 @@ def load_official_weights(method: JSIA, files: list[str | Path] | str | Path, ep
         paths = [Path(p).expanduser() for p in files]
         if len(paths) != 4:
             raise CheckpointError(f"the official JSIA weights are four files (model-0 .. model-3), got {len(paths)}")
-    states = []
-    for p in paths:
-        if not p.is_file():
-            raise CheckpointError(f"official JSIA weights: {p} does not exist")
-        try:
-            states.append(torch.load(p, map_location="cpu", weights_only=True))
-        except Exception as exc:  # torch raises many types for damaged or foreign files
-            raise CheckpointError(f"cannot read {p} as a state dict of tensors ({type(exc).__name__}); "
-                                  "pass the official model-<i>_<epoch>.pkl files") from None
+    states = [read_foreign_weights(p, "official JSIA-ReID weights (model-<i>_<epoch>.pkl)") for p in paths]
     mapping = official_key_map(method)
     own = method.state_dict()
     state: dict[str, torch.Tensor] = {}

@@ -17,6 +17,7 @@ from .generative import (
     AdaINGenerator,
     AdaINMLP,
     CodeLayerNorm,
+    ContentEncoder,
     ConvBlock,
     Decoder,
     LinearBlock,
@@ -24,8 +25,10 @@ from .generative import (
     ResBlock,
     ResBlocks,
     StyleEncoder,
+    VAEGen,
     assign_adain_params,
     gaussian_init_,
+    kaiming_init_,
     num_adain_params,
 )
 from .neck import BNNeck, Classifier
@@ -40,6 +43,6 @@ __all__ = [
     "read_state_dict_file",
     "AdaIN2d", "AdaINGenerator", "AdaINMLP", "CodeLayerNorm", "ConvBlock", "Decoder", "LinearBlock",
     "MultiScaleDiscriminator", "ResBlock", "ResBlocks", "StyleEncoder", "assign_adain_params", "gaussian_init_",
-    "num_adain_params",
+    "num_adain_params", "ContentEncoder", "VAEGen", "kaiming_init_",
 ]
 

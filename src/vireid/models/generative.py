@@ -5,6 +5,9 @@ official generator or discriminator state dict maps onto these modules by a pref
 (`module.` of DataParallel; the generator's `mod_invar_enc.*` entries belong to the ReID encoder).
 Submodules are registered in the official order, so from the same RNG state each module draws its initial
 values in the same sequence as its official counterpart. See /work/shared/specs/methods/jsia.md §3.2.
+
+The same blocks build UNIT's (Liu et al., NIPS 2017) VAE generator and multi-scale discriminator, used by
+D2RL: `ContentEncoder`, `VAEGen` (keys as UNIT's `VAEGen`) and `MultiScaleDiscriminator` (as `MsImageDis`).
 """
 
 from __future__ import annotations
@@ -362,6 +365,20 @@ def gaussian_init_(module: nn.Module, std: float = 0.02) -> nn.Module:
     return module
 
 
+def kaiming_init_(module: nn.Module) -> nn.Module:
+    """Every nn.Conv2d / nn.Linear in module: weight ~ N(0, 2 / fan_in), bias = 0 (UNIT weights_init('kaiming')).
+
+    kaiming_normal_(a=0, mode="fan_in"); draws from torch's global RNG in module order; returns module.
+    """
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+                if m.bias is not None:
+                    m.bias.zero_()
+    return module
+
+
 class MultiScaleDiscriminator(nn.Module):
     """LSGAN patch discriminator at num_scales scales: (B, input_dim, H, W) -> [(B, 1, H/2^n, W/2^n), ...].
 
@@ -395,3 +412,63 @@ class MultiScaleDiscriminator(nn.Module):
                 x = self.downsample(x)
             outputs.append(cnn(x))
         return outputs
+
+
+class ContentEncoder(nn.Module):
+    """(B, input_dim, H, W) -> (B, dim * 2^n_downsample, H', W'); each of the n stride-2 steps maps H to
+    (H + 2 - 4) // 2 + 1 (228 -> 114 -> 57, 256 -> 128 -> 64).
+
+    `model` = [ConvBlock 7x7 s1 p3 input_dim -> dim, n_downsample x ConvBlock 4x4 s2 p1 doubling the width,
+    ResBlocks(n_res, width)], all with `norm` and `activation` (last conv of each residual block without
+    activation); `output_dim` = dim * 2^n_downsample. Keys as UNIT/MUNIT's `ContentEncoder`.
+    """
+
+    def __init__(self, n_downsample: int = 2, n_res: int = 4, input_dim: int = 3, dim: int = 64,
+                 norm: str = "in", activation: str = "relu", pad_type: str = "reflect") -> None:
+        super().__init__()
+        if n_downsample < 0:
+            raise ConfigError(f"ContentEncoder: n_downsample must be >= 0, got {n_downsample}")
+        _positive("ContentEncoder", n_res=n_res, input_dim=input_dim, dim=dim)
+        layers: list[nn.Module] = [ConvBlock(input_dim, dim, 7, 1, 3, norm, activation, pad_type)]
+        for _ in range(n_downsample):
+            layers.append(ConvBlock(dim, 2 * dim, 4, 2, 1, norm, activation, pad_type))
+            dim *= 2
+        layers.append(ResBlocks(n_res, dim, norm, activation, pad_type))
+        self.model = nn.Sequential(*layers)
+        self.output_dim: int = int(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class VAEGen(nn.Module):
+    """UNIT's VAE generator: mu = enc(x) (B, dim 2^n, H', W'); image = dec(z) (B, input_dim, H' 2^n, W' 2^n) in [-1, 1].
+
+    enc = ContentEncoder with instance norm; dec = Decoder with instance-norm residual blocks, n_downsample
+    (nearest x2 + 5x5 conv + CodeLayerNorm) upsamplings and a tanh 7x7 conv. The latent is N(mu, I):
+    `reparameterize` adds unit-variance noise; `forward` decodes the mean (no noise). Init: `kaiming_init_`.
+    State-dict keys equal UNIT's default `VAEGen` (enc.*, dec.*).
+    """
+
+    def __init__(self, input_dim: int = 3, dim: int = 64, n_downsample: int = 2, n_res: int = 4,
+                 activation: str = "relu", pad_type: str = "reflect") -> None:
+        super().__init__()
+        self.enc = ContentEncoder(n_downsample, n_res, input_dim, dim, "in", activation, pad_type)
+        self.dec = Decoder(n_upsample=n_downsample, n_res=n_res, dim=self.enc.output_dim, output_dim=input_dim,
+                           res_norm="in", activation=activation, pad_type=pad_type)
+        kaiming_init_(self)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent mean mu = enc(x): (B, input_dim, H, W) -> (B, enc.output_dim, H', W')."""
+        return self.enc(x)
+
+    def reparameterize(self, mu: torch.Tensor) -> torch.Tensor:
+        """z = mu + eps, eps ~ N(0, I) of mu's shape (global torch RNG; the caller seeds)."""
+        return mu + torch.randn_like(mu)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """image = dec(z) in [-1, 1]: (B, enc.output_dim, h, w) -> (B, input_dim, h 2^n, w 2^n)."""
+        return self.dec(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))

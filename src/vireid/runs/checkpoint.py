@@ -62,6 +62,23 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
+def read_foreign_weights(path: str | Path, what: str) -> Any:
+    """Load a weights file another codebase saved (tensors and plain containers only; no code runs) on the CPU.
+
+    `what` names the expected content in the errors ("the official JSIA-ReID weights model-0_649.pkl"): a missing
+    file, a damaged one and one holding Python objects each raise CheckpointError naming the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{what}: {path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        raise CheckpointError(f"cannot read {path} as {what} ({_reason(exc)}); vireid loads tensors and plain "
+                              "values only") from None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a vireid checkpoint on the CPU (tensors and plain values only; no code runs).
 

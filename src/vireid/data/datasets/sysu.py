@@ -31,7 +31,9 @@ RGB_CAMS: tuple[int, ...] = (1, 2, 4, 5)
 IR_CAMS: tuple[int, ...] = (3, 6)
 CAMERAS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 INDOOR_CAMS: tuple[int, ...] = (1, 2, 3)
+OUTDOOR_CAMS: tuple[int, ...] = (4, 5, 6)
 TRAIN_SPLITS: tuple[str, ...] = ("train+val", "train")
+TRAIN_SCENES: dict[str, tuple[int, ...]] = {"all": CAMERAS, "indoor": INDOOR_CAMS, "outdoor": OUTDOOR_CAMS}
 LAYOUT = "SYSU-MM01"
 _EXPECTED = "a SYSU-MM01 folder holding cam1..cam6/<pid>/<nnnn>.jpg and exp/{train,val,test}_id.txt"
 
@@ -41,11 +43,23 @@ def camera_modality(cam: int) -> Modality:
     return Modality.INFRARED if cam in IR_CAMS else Modality.VISIBLE
 
 
+def scene_samples(samples: list[Sample], cameras: tuple[int, ...]) -> list[Sample]:
+    """The samples of `cameras`, without the identities that are left with one modality only."""
+    kept = [s for s in samples if s.camid in cameras]
+    mods: dict[int, set[Modality]] = {}
+    for s in kept:
+        mods.setdefault(s.pid, set()).add(s.modality)
+    return [s for s in kept if len(mods[s.pid]) == 2]
+
+
 @dataclass
 class SYSUOptions:
     """Reader options of SYSU-MM01 (config section `data.options`)."""
 
     train_split: str = "train+val"  # "train+val" (community practice) or "train" (the 99 val ids kept apart)
+    # "all", or train on one scene's cameras only (D2RL trains indoor and outdoor apart): indoor = cams 1, 2, 3,
+    # outdoor = cams 4, 5, 6; identities left without both modalities in the scene are dropped. Test is untouched.
+    train_scene: str = "all"
 
 
 @register_dataset("sysu")
@@ -61,6 +75,10 @@ class SYSUMM01:
         if self.train_split not in TRAIN_SPLITS:
             raise ConfigError(f"sysu reader: train_split must be one of {', '.join(map(repr, TRAIN_SPLITS))}, "
                               f"got {self.train_split!r}")
+        self.train_scene = options.get("train_scene", "all")
+        if self.train_scene not in TRAIN_SCENES:
+            raise ConfigError(f"sysu reader: train_scene must be one of {', '.join(map(repr, TRAIN_SCENES))}, "
+                              f"got {self.train_scene!r}")
 
     def load(self) -> ReIDDataset:
         """Parse and validate the layout; LayoutError lists every problem found."""
@@ -90,6 +108,8 @@ class SYSUMM01:
 
         train_ids = split_ids.get("train", []) + (split_ids.get("val", []) if self.train_split == "train+val" else [])
         train = sort_samples(s for pid in train_ids for s in by_pid.get(pid, []))
+        if self.train_scene != "all":
+            train = scene_samples(train, TRAIN_SCENES[self.train_scene])
         val = [] if self.train_split == "train+val" else sort_samples(
             s for pid in split_ids.get("val", []) for s in by_pid.get(pid, []))
         test = sort_samples(s for pid in split_ids.get("test", []) for s in by_pid.get(pid, []))
@@ -103,6 +123,7 @@ class SYSUMM01:
             "layout": "sysu",
             "split_ids": {k: list(v) for k, v in split_ids.items()},
             "train_split": self.train_split,
+            "train_scene": self.train_scene,
             "rgb_cams": list(RGB_CAMS),
             "ir_cams": list(IR_CAMS),
             "indoor_cams": list(INDOOR_CAMS),
