@@ -147,6 +147,17 @@ def test_discriminator_step_first_then_the_joint_step_of_t_i_and_t_f():
     assert all(torch.isfinite(torch.tensor(v)) for v in scalars.values())
 
 
+def test_dis_every_skips_discriminator_updates_between():
+    cfg, method = _method("method.dis_every=2")
+    stepper = Recorder(method, epoch=3)
+    batch = tiny_batch(cfg, NUM_CLASSES)
+    for global_step in range(3):
+        stepper.global_step = global_step
+        method.training_step(batch, stepper)
+    assert [names for names, _ in stepper.snapshots] == [("dis",), ("gen", "reid"), ("gen", "reid"), ("dis",),
+                                                         ("gen", "reid")]
+
+
 def test_t_i_pretraining_leaves_t_f_untouched():
     cfg, _, stepper, scalars, before, after = _iteration(0, "method.ti_pretrain_epochs=1")
     assert stepper.step_counts == {"gen": 1, "dis": 1, "reid": 0}

@@ -94,6 +94,8 @@ class D2RLOptions(MethodOptions):
     weight_decay_gan: float = 1.0e-4  # UNIT's
     # phases [vireid]: T_I alone for this many epochs (the paper pretrains on Market-1501, which vireid cannot)
     ti_pretrain_epochs: int = 0
+    # D/G alternation [vireid, UNIT's]: a discriminator update before the joint update on every dis_every-th iteration
+    dis_every: int = 1
 
 
 def gan_image(x: torch.Tensor) -> torch.Tensor:
@@ -281,8 +283,8 @@ class D2RL(Method):
                 "acc": acc}
 
     def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
-        """One D update on the detached translations, then one joint update of T_I and T_F (T_I alone during the
-        first `ti_pretrain_epochs` epochs)."""
+        """One D update on the detached translations (every `dis_every`-th iteration), then one joint update of T_I
+        and T_F (T_I alone during the first `ti_pretrain_epochs` epochs)."""
         opts: D2RLOptions = self.cfg.method
         vis, ir = batch.visible_mask, batch.infrared_mask
         if not bool(vis.any()) or not bool(ir.any()):
@@ -295,8 +297,9 @@ class D2RL(Method):
 
         step.zero_grad()
         dis = self.discriminator_loss(t)
-        step.backward(dis, parts={"dis": dis}, what="the discriminator loss")
-        step.step_optimizers("dis")
+        if step.global_step % opts.dis_every == 0:
+            step.backward(dis, parts={"dis": dis}, what="the discriminator loss")
+            step.step_optimizers("dis")
 
         step.zero_grad()
         terms = self.image_loss(t)
@@ -389,7 +392,7 @@ def _validate(opts: D2RLOptions, cfg: Any) -> None:
     if not 0.0 <= opts.dropout < 1.0:
         raise ConfigError(f"method.dropout must be in [0, 1), got {opts.dropout}")
     for key in ("feature_dim", "triplet_dim", "gen_dim", "gen_downsample", "gen_res_blocks", "disc_dim",
-                "disc_layers", "disc_scales"):
+                "disc_layers", "disc_scales", "dis_every"):
         if getattr(opts, key) < 1:
             raise ConfigError(f"method.{key} must be >= 1, got {getattr(opts, key)}")
     if opts.ti_pretrain_epochs < 0:
