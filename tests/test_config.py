@@ -34,6 +34,17 @@ def test_wrong_type_is_refused():
         load_config(None, ["train.epochs=many"])
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    # YAML 1.1 reads 1e-4 as a string; a float key takes it as the number it means
+    (tmp_path / "c.yaml").write_text("optim: {lr: 3e-4}\n")
+    cfg = load_config(tmp_path / "c.yaml", ["optim.weight_decay=5E-4", "optim.momentum=1e0"])
+    assert cfg.optim.lr == 3e-4 and cfg.optim.weight_decay == 5e-4 and cfg.optim.momentum == 1.0
+    with pytest.raises(ConfigError, match=r"optim.lr' expects float, got 'e-4'"):
+        load_config(None, ["optim.lr=e-4"])
+    with pytest.raises(ConfigError, match=r"train.epochs' expects int, got '1e2'"):
+        load_config(None, ["train.epochs=1e2"])
+
+
 def test_unknown_method_suggests():
     with pytest.raises(ConfigError, match=r"unknown method 'baselin'.*did you mean 'baseline'"):
         load_config(None, ["method.name=baselin"])

@@ -288,6 +288,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return True, float(value)
+        if isinstance(value, str) and _FLOAT_WORD.fullmatch(value.strip()):
+            return True, float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         return False, value
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -300,6 +302,9 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is dict or origin is dict:
         return isinstance(value, dict), value
     return True, value
+
+
+_FLOAT_WORD = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def build_dataclass(cls: type, raw: Mapping, where: str = "") -> Any:
