@@ -251,18 +251,24 @@ class D2RL(Method):
 
     def optimizers(self) -> dict[str, OptimizerEntry]:
         """Adam x 3 [paper: lr 2e-4, betas (0.5, 0.999)]: gen and dis at lr_gan with UNIT's weight decay 1e-4; reid
-        (T_F) at optim.lr, optim.weight_decay; all on the schedule of optim."""
+        (T_F): its head at optim.lr, its backbone at optim.lr x optim.backbone_lr_mult, weight decay
+        optim.weight_decay; all on the schedule of optim."""
         from ..optim import build_scheduler
 
         opts: D2RLOptions = self.cfg.method
+        lr, mult = self.cfg.optim.lr, self.cfg.optim.backbone_lr_mult
+        head = {id(p) for p in self.head_parameters()}
         out: dict[str, OptimizerEntry] = {}
         for name, params in self.parameter_groups().items():
-            reid = name == "reid"
-            betas = opts.betas_reid if reid else opts.betas_gan
-            opt = torch.optim.Adam([p for p in params if p.requires_grad],
-                                   lr=self.cfg.optim.lr if reid else opts.lr_gan,
-                                   betas=(float(betas[0]), float(betas[1])),
-                                   weight_decay=self.cfg.optim.weight_decay if reid else opts.weight_decay_gan)
+            trainable = [p for p in params if p.requires_grad]
+            if name == "reid":  # the backbone at lr x backbone_lr_mult, the new head layers at lr
+                groups = [{"params": [p for p in trainable if id(p) not in head], "lr": lr * mult},
+                          {"params": [p for p in trainable if id(p) in head], "lr": lr}]
+                opt = torch.optim.Adam(groups, lr=lr, betas=_betas(opts.betas_reid),
+                                       weight_decay=self.cfg.optim.weight_decay)
+            else:
+                opt = torch.optim.Adam(trainable, lr=opts.lr_gan, betas=_betas(opts.betas_gan),
+                                       weight_decay=opts.weight_decay_gan)
             out[name] = (opt, build_scheduler(opt, self.cfg.optim))
         return out
 
@@ -378,6 +384,10 @@ def _share_latent_blocks(rgb: VAEGen, ir: VAEGen) -> None:
     dec_rgb, dec_ir = cast(nn.Sequential, rgb.dec.model[0].model), cast(nn.Sequential, ir.dec.model[0].model)
     enc_ir[len(enc_ir) - 1] = enc_rgb[len(enc_rgb) - 1]
     dec_ir[0] = dec_rgb[0]
+
+
+def _betas(values: list) -> tuple[float, float]:
+    return float(values[0]), float(values[1])
 
 
 def _validate(opts: D2RLOptions, cfg: Any) -> None:
