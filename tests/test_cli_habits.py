@@ -105,6 +105,7 @@ def test_a_checkpoint_config_of_vireid_0_1_0_still_loads(tmp_path):
     save_checkpoint(tmp_path / "old.pt", {"config": old, "num_classes": 6, "model": model.state_dict(),
                                           "method": "baseline"})
     loaded_cfg, method, _ = load_trained(tmp_path / "old.pt")
-    assert loaded_cfg.data.options == {"train_split": "train"} and loaded_cfg.data.train_split == "train"
+    assert loaded_cfg.data.options == {"train_split": "train", "train_scene": "all"}
+    assert loaded_cfg.data.train_split == "train"
     assert all(torch.equal(a, b) for a, b in zip(method.state_dict().values(), model.state_dict().values(),
                                                   strict=True))

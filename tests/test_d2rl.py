@@ -202,12 +202,12 @@ def test_switches_train_with_finite_losses(switches):
 
 
 def test_share_latent_shares_exactly_the_two_residual_blocks():
-    _, method = _method("method.share_latent=true")
+    _, method = _method("method.share_latent=true", "method.gen_res_blocks=2")
     rgb, ir = method.generator_rgb, method.generator_ir
     assert rgb.enc.model[-1].model[-1] is ir.enc.model[-1].model[-1]
     assert rgb.dec.model[0].model[0] is ir.dec.model[0].model[0]
     assert rgb.enc.model[-1].model[0] is not ir.enc.model[-1].model[0]
-    _, plain = _method()
+    _, plain = _method("method.gen_res_blocks=2")
     shared = {id(p) for p in rgb.parameters()} & {id(p) for p in ir.parameters()}
     assert len(shared) == 2 * 4  # two blocks x two convs x (weight, bias)
     assert not {id(p) for p in plain.generator_rgb.parameters()} & {id(p) for p in plain.generator_ir.parameters()}
@@ -344,7 +344,7 @@ def test_unit_checkpoints_load_into_t_i(tmp_path, visible):
 def test_unit_checkpoint_errors(tmp_path):
     _, source = _method(seed=1)
     gen, dis = _unit_files(source, tmp_path)
-    _, wide = _method("method.gen_dim=16")
+    _, wide = _method(f"method.gen_dim={2 * source.cfg.method.gen_dim}")
     with pytest.raises(CheckpointError, match="does not fit VAEGen.*method.gen_"):
         load_unit_weights(wide, gen)
     with pytest.raises(CheckpointError, match="does not exist"):
