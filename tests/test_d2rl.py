@@ -16,11 +16,11 @@ from vireid.methods.d2rl import (
     D2RL,
     IR_MEAN,
     IR_STD,
-    gan_image,
     infrared_channel,
     load_unit_weights,
     multispectral,
 )
+from vireid.methods.generative import to_gan_image
 
 from .helpers import REPO, tiny_batch, tiny_config
 
@@ -85,7 +85,7 @@ def test_multispectral_input_channels():
     ir = torch.rand(2, 3, 8, 4) * 2 - 1
     u = multispectral(rgb, ir, "mean")
     assert u.shape == (2, 4, 8, 4)
-    assert torch.allclose(gan_image(u[:, :3]), rgb.clamp(-1, 1), atol=1e-5)  # the RGB part is ImageNet-normalised
+    assert torch.allclose(to_gan_image(u[:, :3]), rgb.clamp(-1, 1), atol=1e-5)  # the RGB part is ImageNet-normalised
     expected_ir = ((ir.mean(dim=1) + 1) / 2 - IR_MEAN) / IR_STD
     assert torch.allclose(u[:, 3], expected_ir, atol=1e-6)
     assert torch.equal(infrared_channel(ir, "2"), ir[:, 2:3])
@@ -169,7 +169,7 @@ def test_feature_loss_gradient_reaches_t_i_through_the_translations():
     cfg, method = _method()
     batch = tiny_batch(cfg, NUM_CLASSES)
     vis, ir = batch.visible_mask, batch.infrared_mask
-    images = gan_image(batch.images)
+    images = to_gan_image(batch.images)
     t = method.translate(images[vis], images[ir])
     method.zero_grad()
     method.feature_loss(t, batch.labels[vis], batch.labels[ir])["L_F"].backward()
@@ -218,7 +218,7 @@ def test_gan_kinds_give_their_losses():
     _, lsgan = _method("method.gan_kind=lsgan")
     lsgan.load_state_dict(method.state_dict())
     batch = tiny_batch(cfg, NUM_CLASSES)
-    images = gan_image(batch.images)
+    images = to_gan_image(batch.images)
     vis, ir = batch.visible_mask, batch.infrared_mask
     torch.manual_seed(1)
     t = method.translate(images[vis], images[ir])
@@ -292,7 +292,7 @@ def test_embed_takes_the_modality_path_and_per_item_codes_agree():
     for key in vis:
         expected = torch.where((codes == Modality.INFRARED.code).unsqueeze(1), ir[key], vis[key])
         assert torch.allclose(mixed[key], expected, atol=1e-6), key
-    g = gan_image(x)
+    g = to_gan_image(x)
     u = multispectral(g, method.generator_ir.decode(method.generator_rgb.encode(g)))
     assert torch.allclose(vis["bn"], torch.nn.functional.normalize(method.features(u)["f"], dim=1), atol=1e-6)
     assert method.inference_spec().modality_specific and method.feature_dims()["bn"] == 1024
@@ -309,7 +309,7 @@ def test_image_translations_pair_the_modalities():
         assert img.shape == (2, 3, cfg.data.height, cfg.data.width), name
         assert 0 <= img.min() and img.max() <= 1, name
     assert method.training
-    g = gan_image(images[:2])
+    g = to_gan_image(images[:2])
     method.eval()
     assert torch.allclose(out["fake_infrared"],
                           method.generator_ir.decode(method.generator_rgb.encode(g)) * 0.5 + 0.5, atol=1e-6)
@@ -354,32 +354,3 @@ def test_unit_checkpoint_errors(tmp_path):
         load_unit_weights(source, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="visible must be 'a' or 'b'"):
         load_unit_weights(source, gen, visible="rgb")
-
-
-# ---------------------------------------------------------------- a d2rl run through the deployment path
-
-
-@pytest.mark.slow
-def test_index_build_and_search_with_a_d2rl_run(tmp_path, capsys):
-    import json
-
-    from vireid.cli import main as cli_main
-    from vireid.engine.trainer import Trainer
-
-    from .engine_fixtures import make_tiny_sysu, tiny_train_config
-    from .test_serve_helpers import make_gallery_folder
-
-    data = make_tiny_sysu(tmp_path / "sysu")
-    run = tmp_path / "run"
-    cfg = tiny_train_config(data, "train.epochs=1", "data.height=32", "data.width=32", "method.ti_pretrain_epochs=0",
-                            method="d2rl")
-    Trainer(cfg, run).fit()
-    gallery = make_gallery_folder(tmp_path / "images")
-    out = tmp_path / "index"
-    assert cli_main(["index", "build", str(run), "--images", str(gallery), "--out", str(out), "--no-progress"]) == 0
-    query = sorted((gallery / "infrared").rglob("*.jpg"))[0]
-    capsys.readouterr()
-    assert cli_main(["search", str(out), str(query), "--modality", "infrared", "--topk", "3", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out.strip())
-    assert res["results"][0]["path"] == str(query.resolve())
-    assert res["results"][0]["score"] == pytest.approx(1, abs=1e-5)

@@ -10,13 +10,12 @@ from vireid.core import Batch, CheckpointError, ConfigError, Modality, TrainingE
 from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vireid.engine.stepper import TrainStepper
 from vireid.methods import build_method
+from vireid.methods.generative import from_gan_image, to_gan_image
 from vireid.methods.jsia import (
     JSIA,
-    gan_to_reid,
     load_official_weights,
     official_key_map,
     official_state_dicts,
-    reid_to_gan,
     to_gray,
 )
 
@@ -86,7 +85,7 @@ def test_case4_shapes_of_the_resnet50_method_at_256x128():
     content = method.set_level(x)
     assert content.shape == (2, 256, 64, 32)  # E_sl
     assert method.gan_size == (128, 64)
-    gan = reid_to_gan(x, method.gan_size)
+    gan = to_gan_image(x, method.gan_size)
     style = method.generator_rgb.style(gan)
     assert style.shape == (2, 128, 1, 1)
     assert method.generator_rgb.mlp(style).shape == (2, 2048)  # 2 blocks x 2 convs x 2 x 256
@@ -104,7 +103,7 @@ def test_shapes_at_128x64():
     x = torch.randn(2, 3, 128, 64)
     assert method.set_level(x).shape == (2, 256, 32, 16)
     assert method.gan_size == (64, 32)
-    t = method.translate(reid_to_gan(x, method.gan_size), reid_to_gan(x.flip(0), method.gan_size))
+    t = method.translate(to_gan_image(x, method.gan_size), to_gan_image(x.flip(0), method.gan_size))
     for key in ("rec_rgb", "rec_ir", "fake_rgb", "fake_ir", "cyc_rgb", "cyc_ir"):
         assert t[key].shape == (2, 3, 64, 32), key
     assert t["c_rgb2"].shape == t["c_rgb"].shape == (2, 256, 32, 16)
@@ -325,7 +324,7 @@ def test_image_translations_pair_the_modalities():
         assert img.shape == (2, 3, *method.gan_size), name
         assert 0 <= img.min() and img.max() <= 1, name
     assert method.training  # restored
-    expected = reid_to_gan(images[:2], method.gan_size) * 0.5 + 0.5
+    expected = to_gan_image(images[:2], method.gan_size) * 0.5 + 0.5
     assert torch.allclose(out["real_visible"], expected.clamp(0, 1))
     with pytest.raises(ValueError, match="both modalities"):
         method.image_translations(images[:3], modality[:3])
@@ -334,8 +333,8 @@ def test_image_translations_pair_the_modalities():
 def test_gan_and_reid_image_conversions_invert_at_the_same_size():
     x = torch.rand(2, 3, 16, 8)
     reid = _normalise(x)
-    assert torch.allclose(reid_to_gan(reid, (16, 8)), x * 2 - 1, atol=1e-5)
-    assert torch.allclose(gan_to_reid(x * 2 - 1, (16, 8)), reid, atol=1e-5)
+    assert torch.allclose(to_gan_image(reid, (16, 8)), x * 2 - 1, atol=1e-5)
+    assert torch.allclose(from_gan_image(x * 2 - 1, (16, 8)), reid, atol=1e-5)
 
 
 # ---------------------------------------------------------------- the official code's weight names
@@ -434,33 +433,3 @@ def test_official_names_exist_only_for_the_official_architecture():
     _, method = _method("method.variation=true")
     with pytest.raises(CheckpointError, match="variation"):
         official_key_map(method)
-
-
-# ---------------------------------------------------------------- a jsia run through the deployment path
-
-
-@pytest.mark.slow
-def test_index_build_and_search_with_a_jsia_run(tmp_path, capsys):
-    import json
-
-    from vireid.cli import main as cli_main
-    from vireid.engine.trainer import Trainer
-
-    from .engine_fixtures import make_tiny_sysu, tiny_train_config
-    from .test_serve_helpers import make_gallery_folder
-
-    data = make_tiny_sysu(tmp_path / "sysu")
-    run = tmp_path / "run"
-    cfg = tiny_train_config(data, "train.epochs=1", "data.height=32", "data.width=32", "method.gan_warmup_epochs=0",
-                            method="jsia")
-    Trainer(cfg, run).fit()
-    gallery = make_gallery_folder(tmp_path / "images")
-    out = tmp_path / "index"
-    assert cli_main(["index", "build", str(run), "--images", str(gallery), "--out", str(out), "--no-progress"]) == 0
-    query = sorted((gallery / "infrared").rglob("*.jpg"))[0]
-    capsys.readouterr()
-    assert cli_main(["search", str(out), str(query), "--modality", "infrared", "--topk", "3", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out.strip())
-    assert res["results"][0]["path"] == str(query.resolve())
-    assert res["results"][0]["score"] == pytest.approx(1, abs=1e-5)
-    assert len(res["results"]) == 3

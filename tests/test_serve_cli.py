@@ -157,3 +157,28 @@ def test_index_info_describes_and_checks_the_index(built, tmp_path, capsys):
     (tmp_path / "broken").mkdir()
     assert cli_main(["index", "info", str(tmp_path / "broken")]) == 2
     assert "meta.json is missing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,overrides", [
+    ("jsia", ("method.gan_warmup_epochs=0",)),
+    ("d2rl", ("method.ti_pretrain_epochs=0",)),
+])
+def test_index_build_and_search_with_a_generative_method_run(method, overrides, tmp_path, capsys):
+    from tests.engine_fixtures import make_tiny_sysu, tiny_train_config
+    from vireid.engine.trainer import Trainer
+
+    data = make_tiny_sysu(tmp_path / "sysu")
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(data, "train.epochs=1", "data.height=32", "data.width=32", *overrides,
+                              method=method), run).fit()
+    gallery = make_gallery_folder(tmp_path / "images")
+    out = tmp_path / "index"
+    assert cli_main(["index", "build", str(run), "--images", str(gallery), "--out", str(out), "--no-progress"]) == 0
+    query = sorted((gallery / "infrared").rglob("*.jpg"))[0]
+    capsys.readouterr()
+    assert cli_main(["search", str(out), str(query), "--modality", "infrared", "--topk", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip())
+    assert res["results"][0]["path"] == str(query.resolve())
+    assert res["results"][0]["score"] == pytest.approx(1, abs=1e-5)
+    assert len(res["results"]) == 3

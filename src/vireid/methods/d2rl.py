@@ -44,6 +44,15 @@ from ..models.generative import MultiScaleDiscriminator, VAEGen
 from ..registry import register_method
 from ..utils.tensors import modality_codes
 from .base import InferenceSpec, Method, MethodOptions, OptimizerEntry, Stepper
+from .generative import (
+    adam_betas,
+    check_betas,
+    check_choices,
+    discriminator_min_side,
+    from_gan_image,
+    to_gan_image,
+    translation_images,
+)
 
 GAN_KINDS = ("nsgan", "lsgan")
 IR_CHANNELS = ("mean", "0", "1", "2")
@@ -98,13 +107,6 @@ class D2RLOptions(MethodOptions):
     dis_every: int = 1
 
 
-def gan_image(x: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised RGB (B, 3, H, W) -> T_I's image in [-1, 1] (clamped)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * std + mean).clamp(0.0, 1.0) * 2.0 - 1.0
-
-
 def infrared_channel(image: torch.Tensor, rule: str) -> torch.Tensor:
     """One channel of a 3-channel [-1, 1] infrared image: the mean of its channels, or channel int(rule)."""
     return image.mean(dim=1, keepdim=True) if rule == "mean" else image[:, int(rule):int(rule) + 1]
@@ -113,9 +115,7 @@ def infrared_channel(image: torch.Tensor, rule: str) -> torch.Tensor:
 def multispectral(rgb: torch.Tensor, ir: torch.Tensor, ir_rule: str = "mean") -> torch.Tensor:
     """T_F's input [rgb, ir] from two [-1, 1] images (B, 3, H, W): RGB ImageNet-normalised, the infrared channel
     normalised with (IR_MEAN, IR_STD) -> (B, 4, H, W)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    colour = ((rgb + 1.0) / 2.0 - mean) / std
+    colour = from_gan_image(rgb)
     infrared = ((infrared_channel(ir, ir_rule) + 1.0) / 2.0 - IR_MEAN) / IR_STD
     return torch.cat([colour, infrared], dim=1)
 
@@ -162,7 +162,7 @@ class D2RL(Method):
         """Every reflect-padded conv of the discriminators needs an input wider than its padding: images of at least
         2**(disc_layers + disc_scales - 1) pixels a side; the encoder needs 4 * 2**gen_downsample."""
         opts = cfg.method
-        side = max(2 ** (opts.disc_layers + opts.disc_scales - 1), 4 * 2 ** opts.gen_downsample)
+        side = max(discriminator_min_side(opts.disc_layers, opts.disc_scales), 4 * 2 ** opts.gen_downsample)
         return side, side
 
     def load_pretrained(self) -> list:
@@ -264,10 +264,10 @@ class D2RL(Method):
             if name == "reid":  # the backbone at lr x backbone_lr_mult, the new head layers at lr
                 groups = [{"params": [p for p in trainable if id(p) not in head], "lr": lr * mult},
                           {"params": [p for p in trainable if id(p) in head], "lr": lr}]
-                opt = torch.optim.Adam(groups, lr=lr, betas=_betas(opts.betas_reid),
+                opt = torch.optim.Adam(groups, lr=lr, betas=adam_betas(opts.betas_reid),
                                        weight_decay=self.cfg.optim.weight_decay)
             else:
-                opt = torch.optim.Adam(trainable, lr=opts.lr_gan, betas=_betas(opts.betas_gan),
+                opt = torch.optim.Adam(trainable, lr=opts.lr_gan, betas=adam_betas(opts.betas_gan),
                                        weight_decay=opts.weight_decay_gan)
             out[name] = (opt, build_scheduler(opt, self.cfg.optim))
         return out
@@ -298,7 +298,7 @@ class D2RL(Method):
 
             raise TrainingError("d2rl needs visible and infrared images in every batch (T_I translates each into "
                                 "the other); use sampler.kind=agw")
-        images = gan_image(batch.images)
+        images = to_gan_image(batch.images)
         t = self.translate(images[vis], images[ir], sample=True)
 
         step.zero_grad()
@@ -329,7 +329,7 @@ class D2RL(Method):
         return InferenceSpec(modality_specific=True, feature="bn")
 
     def _multispectral_of(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
-        g = gan_image(images)
+        g = to_gan_image(images)
         rule = self.cfg.method.ir_channel
         if modality is Modality.VISIBLE:
             return multispectral(g, self.generator_ir.decode(self.generator_rgb.encode(g)), rule)
@@ -368,13 +368,10 @@ class D2RL(Method):
         was_training = self.training
         self.eval()
         try:
-            t = self.translate(gan_image(vis[:n]), gan_image(ir[:n]), sample=False)
+            t = self.translate(to_gan_image(vis[:n]), to_gan_image(ir[:n]), sample=False)
         finally:
             self.train(was_training)
-        names = {"real_visible": "rgb", "real_infrared": "ir", "reconstructed_visible": "rec_rgb",
-                 "reconstructed_infrared": "rec_ir", "fake_infrared": "fake_ir", "fake_visible": "fake_rgb",
-                 "cycle_visible": "cyc_rgb", "cycle_infrared": "cyc_ir"}
-        return {name: (t[key] * 0.5 + 0.5).clamp(0, 1) for name, key in names.items()}
+        return translation_images(t)
 
 
 def _share_latent_blocks(rgb: VAEGen, ir: VAEGen) -> None:
@@ -386,16 +383,10 @@ def _share_latent_blocks(rgb: VAEGen, ir: VAEGen) -> None:
     dec_ir[0] = dec_rgb[0]
 
 
-def _betas(values: list) -> tuple[float, float]:
-    return float(values[0]), float(values[1])
-
-
 def _validate(opts: D2RLOptions, cfg: Any) -> None:
-    choices = {"gan_kind": (opts.gan_kind, GAN_KINDS), "ir_channel": (str(opts.ir_channel), IR_CHANNELS),
-               "head_order": (opts.head_order, HEAD_ORDERS), "ir_filter_init": (opts.ir_filter_init, IR_FILTER_INITS)}
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"method.{key} must be one of {allowed}, got {value!r}")
+    check_choices({"gan_kind": (opts.gan_kind, GAN_KINDS), "ir_channel": (str(opts.ir_channel), IR_CHANNELS),
+                   "head_order": (opts.head_order, HEAD_ORDERS),
+                   "ir_filter_init": (opts.ir_filter_init, IR_FILTER_INITS)})
     opts.ir_channel = str(opts.ir_channel)
     if not 0.0 < opts.gamma < 1.0:
         raise ConfigError(f"method.gamma must be in (0, 1) (the paper's 0 < gamma < 1), got {opts.gamma}")
@@ -407,10 +398,7 @@ def _validate(opts: D2RLOptions, cfg: Any) -> None:
             raise ConfigError(f"method.{key} must be >= 1, got {getattr(opts, key)}")
     if opts.ti_pretrain_epochs < 0:
         raise ConfigError(f"method.ti_pretrain_epochs must be >= 0, got {opts.ti_pretrain_epochs}")
-    for key in ("betas_reid", "betas_gan"):
-        betas = getattr(opts, key)
-        if len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas):
-            raise ConfigError(f"method.{key} must be two numbers in [0, 1), got {betas!r}")
+    check_betas(opts, "betas_reid", "betas_gan")
     if cfg.optim.name != "adam":
         raise ConfigError(f"d2rl trains with Adam (as the paper): set optim.name=adam, got {cfg.optim.name!r}")
     if cfg.model.in_channels != 4:

@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Batch, CheckpointError, ConfigError, Modality, TrainingError
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..losses import cross_entropy, cross_modality_triplet
 from ..losses.generative import (
     l1_reconstruction,
@@ -48,6 +47,15 @@ from ..models.generative import AdaINGenerator, MultiScaleDiscriminator
 from ..registry import register_method
 from ..utils.tensors import modality_codes
 from .base import Method, MethodOptions, OptimizerEntry, Stepper
+from .generative import (
+    adam_betas,
+    check_betas,
+    check_choices,
+    discriminator_min_side,
+    from_gan_image,
+    to_gan_image,
+    translation_images,
+)
 
 LUMINANCE = (0.2989, 0.5870, 0.1140)
 RECONSTRUCT_IR_WITH = ("rgb", "ir")
@@ -109,27 +117,6 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=1, keepdim=True).expand(-1, 3, -1, -1)
 
 
-def _channel(values: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(values, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-
-
-def gan_to_reid(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A GAN image in [-1, 1] as the re-ID network takes it: bilinear resize to `size`, [-1, 1] -> [0, 1],
-    ImageNet normalisation (gray conversion follows in the encoder), as the official Encoder.forward."""
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    x = x * 0.5 + 0.5
-    return (x - _channel(IMAGENET_MEAN, x)) / _channel(IMAGENET_STD, x)
-
-
-def reid_to_gan(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """An ImageNet-normalised training image as a GAN image: [0, 1], antialiased bicubic resize to `size` (the
-    official GAN loader resizes the file bicubically), clamped, mapped to [-1, 1]."""
-    x = x * _channel(IMAGENET_STD, x) + _channel(IMAGENET_MEAN, x)
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-    return x.clamp(0.0, 1.0) * 2.0 - 1.0
-
-
 class VariationModule(nn.Module):
     """[NN paper, architecture vireid's choice] E^v: 1x1 convs giving u and tau = softplus(.) of the content map M;
     z = u + tau * eps; D^v: a 1x1 conv reconstructing M from z. loss = |M - D^v(z)|_1 + mean(u^2) + mean((tau-1)^2)."""
@@ -187,7 +174,7 @@ class JSIA(Method):
         conv needs an input wider than its padding, i.e. GAN images of at least 2**(disc_layers + disc_scales - 1)
         and 2**style_downsample pixels a side; GAN images are the re-ID size / 4 x 2**upsample."""
         opts = cfg.method
-        gan = max(2 ** (opts.disc_layers + opts.disc_scales - 1), 2 ** opts.style_downsample)
+        gan = max(discriminator_min_side(opts.disc_layers, opts.disc_scales), 2 ** opts.style_downsample)
         side = max(4, gan * 4 // 2 ** opts.upsample)
         return side, side
 
@@ -234,10 +221,10 @@ class JSIA(Method):
 
     def content(self, gan_images: torch.Tensor) -> torch.Tensor:
         """The content code of GAN images (in [-1, 1]): E_sl of their re-ID version (resized, renormalised, gray)."""
-        return self.set_level(gan_to_reid(gan_images, self.reid_size))
+        return self.set_level(from_gan_image(gan_images, self.reid_size))
 
     def gan_logits(self, gan_images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return self.logits(gan_to_reid(gan_images, self.reid_size))
+        return self.logits(from_gan_image(gan_images, self.reid_size))
 
     # ---- parameters and optimizers
     def head_parameters(self) -> list[nn.Parameter]:
@@ -266,7 +253,7 @@ class JSIA(Method):
             reid = name in ("sl_enc", "il_enc")
             trainable = [p for p in params if p.requires_grad]
             opt = torch.optim.Adam(trainable, lr=self.cfg.optim.lr if reid else opts.lr_gan,
-                                   betas=_betas(opts.betas_reid if reid else opts.betas_gan),
+                                   betas=adam_betas(opts.betas_reid if reid else opts.betas_gan),
                                    weight_decay=self.cfg.optim.weight_decay if reid else opts.weight_decay_gan)
             out[name] = (opt, build_scheduler(opt, self.cfg.optim))
         return out
@@ -333,7 +320,7 @@ class JSIA(Method):
         opts: JSIAOptions = self.cfg.method
         joint = step.epoch >= opts.gan_warmup_epochs
         rgb_idx, ir_idx = self._aligned_pairs(batch)
-        rgb, ir = reid_to_gan(batch.images[rgb_idx], self.gan_size), reid_to_gan(batch.images[ir_idx], self.gan_size)
+        rgb, ir = to_gan_image(batch.images[rgb_idx], self.gan_size), to_gan_image(batch.images[ir_idx], self.gan_size)
         t = self.translate(rgb, ir, training=True)
         d_rgb, d_ir = self.discriminator_rgb, self.discriminator_ir
         gen_gan = lsgan_generator_loss(d_rgb(t["fake_rgb"])) + lsgan_generator_loss(d_ir(t["fake_ir"]))
@@ -451,34 +438,21 @@ class JSIA(Method):
         was_training = self.training
         self.eval()
         try:
-            t = self.translate(reid_to_gan(vis[:n], size), reid_to_gan(ir[:n], size))
+            t = self.translate(to_gan_image(vis[:n], size), to_gan_image(ir[:n], size))
         finally:
             self.train(was_training)
-        names = {"real_visible": "rgb", "real_infrared": "ir", "reconstructed_visible": "rec_rgb",
-                 "reconstructed_infrared": "rec_ir", "fake_infrared": "fake_ir", "fake_visible": "fake_rgb",
-                 "cycle_visible": "cyc_rgb", "cycle_infrared": "cyc_ir"}
-        return {name: (t[key] * 0.5 + 0.5).clamp(0, 1) for name, key in names.items()}
-
-
-def _betas(values: list) -> tuple[float, float]:
-    return float(values[0]), float(values[1])
+        return translation_images(t)
 
 
 def _validate(opts: JSIAOptions, cfg: Any) -> None:
-    choices = {"reconstruct_ir_with": (opts.reconstruct_ir_with, RECONSTRUCT_IR_WITH),
-               "cycle_style": (opts.cycle_style, CYCLE_STYLES), "alignment_kl": (opts.alignment_kl, ALIGNMENT_KLS)}
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"method.{key} must be one of {allowed}, got {value!r}")
+    check_choices({"reconstruct_ir_with": (opts.reconstruct_ir_with, RECONSTRUCT_IR_WITH),
+                   "cycle_style": (opts.cycle_style, CYCLE_STYLES), "alignment_kl": (opts.alignment_kl, ALIGNMENT_KLS)})
     for key in ("gan_ids", "gan_per_id", "style_dim", "disc_scales"):
         if getattr(opts, key) < 1:
             raise ConfigError(f"method.{key} must be >= 1, got {getattr(opts, key)}")
     if opts.gan_warmup_epochs < 0 or opts.local_regions < 0:
         raise ConfigError("method.gan_warmup_epochs and method.local_regions must be >= 0")
-    for key in ("betas_reid", "betas_gan"):
-        betas = getattr(opts, key)
-        if len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas):
-            raise ConfigError(f"method.{key} must be two numbers in [0, 1), got {betas!r}")
+    check_betas(opts, "betas_reid", "betas_gan")
     if cfg.optim.name != "adam":
         raise ConfigError(f"jsia trains with Adam (as the official code): set optim.name=adam, got {cfg.optim.name!r}")
     if cfg.model.in_channels != 3:
