@@ -61,3 +61,27 @@ def test_a_pickle_recorded_as_the_checkpoint_is_refused_without_running(command,
         err = capsys.readouterr().err
         assert str(t["evil"]) in err and "Traceback" not in err
     assert not t["marker"].exists(), "loading the checkpoint executed code from the file"
+
+
+def test_other_codebases_weights_run_no_code(tmp_path):
+    """JSIA-ReID's official files and UNIT's checkpoints are read with weights_only too: a planted pickle is
+    refused by name, and nothing it carries runs."""
+    import torch
+
+    from tests.helpers import tiny_config
+    from vireid.core import CheckpointError
+    from vireid.methods import build_method
+    from vireid.methods.d2rl import load_unit_weights
+    from vireid.methods.jsia import load_official_weights
+
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "gen_00010000.pt"
+    evil.write_bytes(pickle.dumps({"a": _Plant(marker), "b": {}}))
+    torch.manual_seed(0)
+    d2rl = build_method(tiny_config("d2rl"), 4)
+    with pytest.raises(CheckpointError, match=f"cannot read {evil}"):
+        load_unit_weights(d2rl, evil)
+    jsia = build_method(tiny_config("jsia"), 4)
+    with pytest.raises(CheckpointError, match=f"cannot read {evil}"):
+        load_official_weights(jsia, [evil] * 4)
+    assert not marker.exists()
