@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Batch, CheckpointError, ConfigError, Modality
+from ..core import Batch, CheckpointError, ConfigError, Modality, TrainingError
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..losses import batch_hard_triplet, cross_entropy
 from ..losses.d2rl import feature_level_loss, image_level_loss, joint_objective
@@ -294,8 +294,6 @@ class D2RL(Method):
         opts: D2RLOptions = self.cfg.method
         vis, ir = batch.visible_mask, batch.infrared_mask
         if not bool(vis.any()) or not bool(ir.any()):
-            from ..core import TrainingError
-
             raise TrainingError("d2rl needs visible and infrared images in every batch (T_I translates each into "
                                 "the other); use sampler.kind=agw")
         images = to_gan_image(batch.images)
