@@ -21,17 +21,22 @@ def _scales(where: str, outs: Sequence[torch.Tensor] | torch.Tensor) -> list[tor
     return [s.float() if s.is_floating_point() and s.dtype != torch.float64 else s for s in scales]
 
 
+def _paired_scales(where: str, fake_outs: Sequence[torch.Tensor] | torch.Tensor,
+                   real_outs: Sequence[torch.Tensor] | torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    fakes, reals = _scales(where, fake_outs), _scales(where, real_outs)
+    if len(fakes) != len(reals):
+        raise TrainingError(f"{where}: {len(fakes)} fake scales but {len(reals)} real scales; "
+                            "pass the outputs of the same discriminator for both")
+    return fakes, reals
+
+
 def lsgan_discriminator_loss(fake_outs: Sequence[torch.Tensor] | torch.Tensor,
                              real_outs: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     """L_D = sum_s [mean(D_s(fake)^2) + mean((D_s(real) - 1)^2)]; lists of per-scale outputs -> scalar.
 
     The caller computes fake_outs on detached fakes. A single tensor counts as one scale.
     """
-    fakes = _scales("lsgan_discriminator_loss", fake_outs)
-    reals = _scales("lsgan_discriminator_loss", real_outs)
-    if len(fakes) != len(reals):
-        raise TrainingError(f"lsgan_discriminator_loss: {len(fakes)} fake scales but {len(reals)} real scales; "
-                            "pass the outputs of the same discriminator for both")
+    fakes, reals = _paired_scales("lsgan_discriminator_loss", fake_outs, real_outs)
     with torch.autocast(device_type=fakes[0].device.type, enabled=False):
         terms = [f.pow(2).mean() + (r - 1.0).pow(2).mean() for f, r in zip(fakes, reals, strict=True)]
         return torch.stack(terms).sum()
@@ -51,11 +56,7 @@ def nsgan_discriminator_loss(fake_outs: Sequence[torch.Tensor] | torch.Tensor,
     UNIT's 'nsgan' (BCE on sigmoid outputs), computed stably from the logits. The caller computes fake_outs
     on detached fakes. A single tensor counts as one scale.
     """
-    fakes = _scales("nsgan_discriminator_loss", fake_outs)
-    reals = _scales("nsgan_discriminator_loss", real_outs)
-    if len(fakes) != len(reals):
-        raise TrainingError(f"nsgan_discriminator_loss: {len(fakes)} fake scales but {len(reals)} real scales; "
-                            "pass the outputs of the same discriminator for both")
+    fakes, reals = _paired_scales("nsgan_discriminator_loss", fake_outs, real_outs)
     with torch.autocast(device_type=fakes[0].device.type, enabled=False):
         terms = [F.binary_cross_entropy_with_logits(f, torch.zeros_like(f))
                  + F.binary_cross_entropy_with_logits(r, torch.ones_like(r)) for f, r in zip(fakes, reals, strict=True)]
