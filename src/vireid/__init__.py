@@ -31,7 +31,7 @@ __all__ = [
     "Batch", "CheckpointError", "ConfigError", "DatasetError", "EvalTrial", "EvaluationError", "ExportError",
     "GalleryIndexError", "LayoutError", "Modality", "ModalityError", "NonFiniteLossError", "Sample", "StorageError",
     "TrainingError", "VireidError",
-    "register_dataset", "register_method", "register_protocol", "__version__", "FeatureExtractor",
+    "register_dataset", "register_method", "register_protocol", "__version__", "FeatureExtractor", "convert_official",
 ]
 
 
@@ -40,4 +40,8 @@ def __getattr__(name: str):
         from .inference.extractor import FeatureExtractor
 
         return FeatureExtractor
+    if name == "convert_official":
+        from .convert.official import convert_official
+
+        return convert_official
     raise AttributeError(f"module 'vireid' has no attribute {name!r}")

@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "vireid.engine.cli",  # train, eval
     "vireid.demo",  # demo
     "vireid.serve.cli",  # index, search, serve, export
+    "vireid.convert.cli",  # convert
 )
 
 

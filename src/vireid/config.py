@@ -85,6 +85,7 @@ class ModelConfig:
     in_channels: int = 3
     non_local: bool = False
     non_local_inter: int = 1  # AGW's accidental 1-channel intermediate width (docs/reference/protocols.md#p16)
+    non_local_reduction: int = 0  # r > 0: each block channels // r wide (the AGW model.py on GitHub today: 2)
     pooling: str = "gem"  # gem | avg
     gem_p: float = 3.0
 

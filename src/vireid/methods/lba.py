@@ -8,6 +8,7 @@ Test time: the backbone, GeM and (for "bn") the BN-neck only; CMAlign adds no pa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -19,9 +20,10 @@ from ..losses.lba import DT_REDUCTIONS, dense_triplet, id_consistency, lba_objec
 from ..models import BNNeck, Classifier, ResNetBackbone, build_pooling
 from ..models.cmalign import CMAlign, Pairs, cross_modal_pairs
 from ..registry import register_method
-from .base import Method, MethodOptions, Stepper, modality_codes
+from .base import InferenceSpec, Method, MethodOptions, Stepper, modality_codes
 
 ALIGN_STAGES = ("layer3", "layer4")
+TEST_FEATURES = ("bn", "pool")
 
 
 @dataclass
@@ -38,6 +40,7 @@ class LbAOptions(MethodOptions):
     dt_reduction: str = "official_1p7"  # official_1p7 (published numbers) | per_sample (the paper's formula)
     coattention: bool = True  # False: dense triplet without co-attention (ablation)
     pair_seed_offset: int = 0  # pairs of step s come from Generator(train.seed + offset + s)
+    test_feature: str = "bn"  # what FeatureExtractor, index and export use by default: bn | pool (the official test)
 
 
 @register_method("lba")
@@ -57,6 +60,9 @@ class LbA(Method):
             raise ConfigError(f"method.dt_reduction must be one of {DT_REDUCTIONS}, got {opts.dt_reduction!r}")
         if opts.temperature <= 0:
             raise ConfigError(f"method.temperature must be > 0, got {opts.temperature}")
+        if opts.test_feature not in TEST_FEATURES:
+            raise ConfigError(f"method.test_feature must be one of {TEST_FEATURES}, got {opts.test_feature!r}; "
+                              "pool is the official test feature (L2-normalised pre-BN GeM)")
         self.backbone = ResNetBackbone.from_config(cfg.model)
         self.dim = self.backbone.out_channels
         self.pool = build_pooling(cfg.model.pooling, cfg.model.gem_p)
@@ -127,6 +133,10 @@ class LbA(Method):
 
     def feature_dims(self) -> dict[str, int]:
         return {"pool": self.dim, "bn": self.dim}
+
+    def inference_spec(self) -> InferenceSpec:
+        """The default spec with `method.test_feature` as the reported feature (the official test reports pool)."""
+        return dataclasses.replace(super().inference_spec(), feature=self.cfg.method.test_feature)
 
     @torch.no_grad()
     def correspondences(self, img_visible: torch.Tensor, img_infrared: torch.Tensor,

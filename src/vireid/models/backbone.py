@@ -113,16 +113,18 @@ class ResNetBackbone(nn.Module):
     input channels start as the mean of the RGB filters (also when loading pretrained weights).
     With `non_local`, AGW's non-local blocks (width `non_local_inter`) follow the last 2 blocks of
     layer2 and the last 3 of layer3; ResNet-18 has 2 blocks per layer, so it gets them after
-    both blocks of layer2 and of layer3. Weights start from torchvision's init (torch's global
-    RNG, seeded by the caller); the constructor reads no file: `models.build.build_backbone` or
-    `models.pretrained.load_pretrained` load ImageNet or file weights afterwards.
+    both blocks of layer2 and of layer3. `non_local_reduction` r > 0 makes each block channels // r
+    wide instead (the current AGW model.py: in_channels // 2); 0 keeps `non_local_inter`.
+    Weights start from torchvision's init (torch's global RNG, seeded by the caller); the
+    constructor reads no file: `models.build.build_backbone` or `models.pretrained.load_pretrained`
+    load ImageNet or file weights afterwards.
     """
 
     stages: tuple[str, ...] = STAGES
 
     def __init__(self, arch: str = "resnet50", last_stride: int = 1,
                  modality_specific: Sequence[str] = ("stem",), in_channels: int = 3,
-                 non_local: bool = False, non_local_inter: int = 1) -> None:
+                 non_local: bool = False, non_local_inter: int = 1, non_local_reduction: int = 0) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"config key 'model.arch' is {arch!r}, an unknown backbone: expected one of "
@@ -133,6 +135,9 @@ class ResNetBackbone(nn.Module):
         if unknown:
             raise ValueError(f"modality_specific has unknown stage(s) {unknown}: valid stages are {STAGES} "
                              "(config key model.modality_specific; [] = one-stream)")
+        if non_local_reduction < 0:
+            raise ValueError(f"non_local_reduction must be >= 0 (0: every block non_local_inter wide), got "
+                             f"{non_local_reduction} (config key model.non_local_reduction)")
         if in_channels < 3:
             raise ValueError(f"in_channels must be >= 3 (3 = RGB, 4 = D2RL), got {in_channels}")
         self.arch = arch
@@ -160,8 +165,9 @@ class ResNetBackbone(nn.Module):
             nl: dict[int, nn.Module] = {}
             if non_local and name in NON_LOCAL_COUNTS:
                 count = min(NON_LOCAL_COUNTS[name], len(blocks))
-                nl = {i: NonLocalBlock(_CHANNELS[arch][name], non_local_inter)
-                      for i in range(len(blocks) - count, len(blocks))}
+                channels = _CHANNELS[arch][name]
+                width = channels // non_local_reduction if non_local_reduction else non_local_inter
+                nl = {i: NonLocalBlock(channels, width) for i in range(len(blocks) - count, len(blocks))}
             modules[name] = ResStage(blocks, nl)
         for name in STAGES:
             module = modules[name]
@@ -172,7 +178,8 @@ class ResNetBackbone(nn.Module):
         """Build from the `model:` config section (weights are not loaded); keyword overrides win."""
         kwargs: dict[str, Any] = dict(arch=cfg.arch, last_stride=cfg.last_stride,
                                       modality_specific=tuple(cfg.modality_specific), in_channels=cfg.in_channels,
-                                      non_local=cfg.non_local, non_local_inter=cfg.non_local_inter)
+                                      non_local=cfg.non_local, non_local_inter=cfg.non_local_inter,
+                                      non_local_reduction=cfg.non_local_reduction)
         kwargs.update(overrides)
         try:
             return cls(**kwargs)

@@ -3,7 +3,9 @@
 A checkpoint is read with `torch.load(..., weights_only=True)`: tensors and plain values only, so a file
 someone hands you cannot run code when it is loaded. Everything vireid saves is such a value (the numpy
 RNG state is stored as a tensor and plain numbers). Checkpoints of format 1 held the numpy state as a
-numpy array; only the globals that rebuild a plain numpy array are allowed when reading those.
+numpy array; only the globals that rebuild a plain numpy array are allowed when reading those. Other code bases'
+checkpoints (`read_foreign_weights`) may hold NumPy scalars and arrays of metrics beside the weights (AGW, CAJ and
+LbA save cmc, mAP, mINP); with `numpy_values=True` exactly the globals that rebuild those are allowed too.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ def _numpy_array_globals() -> list[Any]:
             np.dtypes.UInt32DType]
 
 
+def _numpy_value_globals() -> list[Any]:
+    """The globals pickled NumPy scalars and arrays of numbers need, under NumPy 1 and 2 names: what the official
+    AGW, CAJ and LbA scripts save beside the weights (cmc: a float32 array; mAP, mINP: float64 scalars)."""
+    try:
+        scalar = np._core.multiarray.scalar  # type: ignore[attr-defined]  # numpy >= 2
+    except AttributeError:  # pragma: no cover - numpy 1
+        scalar = np.core.multiarray.scalar  # type: ignore[attr-defined]
+    number_dtypes = [np.dtypes.Float16DType, np.dtypes.Float32DType, np.dtypes.Float64DType, np.dtypes.Int32DType,
+                     np.dtypes.Int64DType]
+    return [*_numpy_array_globals(), scalar, (scalar, "numpy.core.multiarray.scalar"), *number_dtypes]
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` (plus the format version) to `path` atomically.
 
@@ -62,19 +76,29 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def read_foreign_weights(path: str | Path, what: str) -> Any:
+def read_foreign_weights(path: str | Path, what: str, *, numpy_values: bool = False) -> Any:
     """Load a weights file another codebase saved (tensors and plain containers only; no code runs) on the CPU.
 
     `what` names the expected content in the errors ("the official JSIA-ReID weights model-0_649.pkl"): a missing
-    file, a damaged one and one holding Python objects each raise CheckpointError naming the file."""
+    file, a damaged one and one holding Python objects each raise CheckpointError naming the file. With
+    `numpy_values`, NumPy scalars and arrays of numbers (metrics saved beside the weights) are read too, as NumPy
+    values; nothing else is allowed, never `weights_only=False`."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{what}: {path} does not exist")
+    allowed = _numpy_value_globals() if numpy_values else []
     try:
-        with warnings.catch_warnings():
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged or foreign files
+        # an object's class named by the unpickler: a global it may not import, or a type it may not build
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", str(exc))
+        if unsafe:
+            name = unsafe.group(1) or unsafe.group(2)
+            raise CheckpointError(f"cannot read {path} as {what}: it holds a Python object ({name}) and "
+                                  "loading it could run code, so vireid refuses it; vireid loads tensors and plain "
+                                  "values only") from None
         raise CheckpointError(f"cannot read {path} as {what} ({_reason(exc)}); vireid loads tensors and plain "
                               "values only") from None
 
