@@ -246,6 +246,30 @@ def test_head_order_moves_dropout_before_or_after_the_triplet_head():
     assert torch.allclose(paper.features(u)["triplet"], hhl.features(u)["triplet"], atol=1e-6)
 
 
+def test_bnneck_head_puts_the_baselines_head_on_the_pooled_feature():
+    cfg, method = _method("method.head=bnneck")
+    assert not hasattr(method, "feat") and not hasattr(method, "triplet")
+    u = torch.randn(8, 4, 32, 32)
+    out = method.features(u)
+    dim = method.dim
+    assert out["f"].shape == (8, dim) and out["logits"].shape == (8, NUM_CLASSES)
+    assert torch.equal(out["triplet"], out["pool"])  # the batch-hard triplet on the pooled feature
+    assert torch.allclose(out["f"], method.neck(out["pool"]))
+    assert method.classifier.fc.bias is None and not method.neck.bn.bias.requires_grad
+    head = {id(p) for p in method.head_parameters()}
+    assert head == {id(p) for p in [*method.neck.parameters(), *method.classifier.parameters()]}
+    method.eval()
+    x = torch.randn(2, 3, cfg.data.height, cfg.data.width)
+    emb = method.embed(x, Modality.INFRARED)
+    assert set(emb) == set(method.feature_dims()) == {"bn", "pool"} and emb["bn"].shape == (2, dim)
+    # one training iteration steps the BN-neck head with T_F
+    method.train()
+    _, _, stepper, scalars, before, after = _iteration(5, "method.head=bnneck")
+    assert stepper.step_counts == {"gen": 1, "dis": 1, "reid": 1} and torch.isfinite(torch.tensor(scalars["ce"]))
+    with pytest.raises(ConfigError, match="method.head"):
+        _method("method.head=fc")
+
+
 def test_ir_filter_init_zero_and_rgb_mean():
     _, zero = _method("method.ir_filter_init=zero")
     assert zero.backbone.stem.conv1.weight[:, 3].abs().sum() == 0

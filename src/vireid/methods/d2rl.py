@@ -39,7 +39,7 @@ from ..losses.generative import (
     nsgan_generator_loss,
     unit_kl,
 )
-from ..models import ResNetBackbone, Stem
+from ..models import BNNeck, Classifier, ResNetBackbone, Stem
 from ..models.generative import MultiScaleDiscriminator, VAEGen
 from ..registry import register_method
 from ..utils.tensors import modality_codes
@@ -57,6 +57,7 @@ from .generative import (
 GAN_KINDS = ("nsgan", "lsgan")
 IR_CHANNELS = ("mean", "0", "1", "2")
 HEAD_ORDERS = ("paper", "hhl")
+HEADS = ("hhl", "bnneck")
 IR_FILTER_INITS = ("rgb_mean", "zero")
 # the 4th (infrared) input channel is normalised with the mean of ImageNet's channel statistics [vireid]
 IR_MEAN = sum(IMAGENET_MEAN) / 3
@@ -81,7 +82,11 @@ class D2RLOptions(MethodOptions):
     weight_ce: float = 10.0  # lambda4
     weight_triplet: float = 10.0  # lambda5
     margin: float = 0.8
-    # T_F's head (HHL: FC-1024, BN, ReLU, dropout 0.5, a 128-d triplet head)
+    # T_F's head. hhl [paper, HHL/open-reid]: FC-1024, BN, ReLU, dropout 0.5, a 128-d triplet head, a classifier.
+    # bnneck [vireid, the synthetic CPU preset only]: the triplet on the pooled feature, a bias-free BN-neck and a
+    # bias-free classifier (the baseline's head): a from-scratch T_F under Adam learns ~3x slower with hhl's
+    # ReLU'd head (docs/methods/d2rl.md, "What the synthetic runs showed")
+    head: str = "hhl"
     feature_dim: int = 1024
     triplet_dim: int = 128
     dropout: float = 0.5
@@ -143,6 +148,10 @@ class D2RL(Method):
         if opts.ir_filter_init == "zero":
             self._zero_ir_filters()
         self.dim = self.backbone.out_channels
+        if opts.head == "bnneck":
+            self.neck = BNNeck(self.dim, bias_frozen=True, weight_init="kaiming")
+            self.classifier = Classifier(self.dim, num_classes, bias=False, init_std=0.001)
+            return
         # HHL's head (names as open-reid's ResNet: feat, feat_bn, triplet, drop, classifier)
         self.feat = nn.Linear(self.dim, opts.feature_dim)
         self.feat_bn = nn.BatchNorm1d(opts.feature_dim)
@@ -178,14 +187,20 @@ class D2RL(Method):
 
     # ---- T_F
     def head_parameters(self) -> list[nn.Parameter]:
+        if self.cfg.method.head == "bnneck":
+            return [*self.neck.parameters(), *self.classifier.parameters()]
         return [*self.feat.parameters(), *self.feat_bn.parameters(), *self.triplet.parameters(),
                 *self.classifier.parameters()]
 
     def features(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
         """T_F on multi-spectral images (B, 4, H, W): pool (B, 2048) GAP, f (B, 1024) = ReLU(BN(FC(pool))) (the
-        descriptor), triplet (B, 128) = H_t, logits (B, N) = H_c, with dropout where `head_order` puts it."""
+        descriptor), triplet (B, 128) = H_t, logits (B, N) = H_c, with dropout where `head_order` puts it.
+        head=bnneck: f = BN-neck(pool) (B, 2048), triplet = pool, logits = classifier(f)."""
         fmap = self.backbone(u, Modality.VISIBLE)  # one-stream: the modality picks nothing
         pool = fmap.mean(dim=(2, 3))
+        if self.cfg.method.head == "bnneck":
+            f = self.neck(pool)
+            return {"pool": pool, "f": f, "triplet": pool, "logits": self.classifier(f)}
         f = F.relu(self.feat_bn(self.feat(pool)))
         dropped = self.drop(f)
         trip = self.triplet(f if self.cfg.method.head_order == "hhl" else dropped)
@@ -323,7 +338,7 @@ class D2RL(Method):
     # ---- inference
     def inference_spec(self) -> InferenceSpec:
         """RGB ImageNet input; the path depends on the modality (visible: [x, G_i(E_v(x))]; infrared:
-        [G_v(E_i(y)), y]); the reported feature is bn = the 1024-d descriptor f."""
+        [G_v(E_i(y)), y]); the reported feature is bn = the descriptor f (hhl: 1024-d; bnneck: the BN-neck output)."""
         return InferenceSpec(modality_specific=True, feature="bn")
 
     def _multispectral_of(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
@@ -335,8 +350,8 @@ class D2RL(Method):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, modality: Modality | torch.Tensor) -> dict[str, torch.Tensor]:
-        """bn: the 1024-d descriptor f of the image made multi-spectral through T_I (latent means, no noise);
-        pool: T_F's 2048-d GAP feature; triplet: H_t. All L2-normalised."""
+        """bn: the descriptor f of the image made multi-spectral through T_I (latent means, no noise); pool: T_F's
+        GAP feature; triplet (head=hhl): H_t. All L2-normalised; the kinds are `feature_dims`'s."""
         if isinstance(modality, (Modality, str)):
             u = self._multispectral_of(images, Modality.parse(modality))
         else:
@@ -345,11 +360,13 @@ class D2RL(Method):
             u = torch.where(infrared, self._multispectral_of(images, Modality.INFRARED),
                             self._multispectral_of(images, Modality.VISIBLE))
         out = self.features(u)
-        return {"bn": F.normalize(out["f"].float(), dim=1), "pool": F.normalize(out["pool"].float(), dim=1),
-                "triplet": F.normalize(out["triplet"].float(), dim=1)}
+        return {kind: F.normalize(out["f" if kind == "bn" else kind].float(), dim=1) for kind in self.feature_dims()}
 
     def feature_dims(self) -> dict[str, int]:
+        """bn (the descriptor f), pool, and with head=hhl triplet (H_t); bnneck's triplet feature is pool itself."""
         opts: D2RLOptions = self.cfg.method
+        if opts.head == "bnneck":
+            return {"bn": self.dim, "pool": self.dim}
         return {"bn": opts.feature_dim, "pool": self.dim, "triplet": opts.triplet_dim}
 
     @torch.no_grad()
@@ -383,7 +400,7 @@ def _share_latent_blocks(rgb: VAEGen, ir: VAEGen) -> None:
 
 def _validate(opts: D2RLOptions, cfg: Any) -> None:
     check_choices({"gan_kind": (opts.gan_kind, GAN_KINDS), "ir_channel": (str(opts.ir_channel), IR_CHANNELS),
-                   "head_order": (opts.head_order, HEAD_ORDERS),
+                   "head_order": (opts.head_order, HEAD_ORDERS), "head": (opts.head, HEADS),
                    "ir_filter_init": (opts.ir_filter_init, IR_FILTER_INITS)})
     opts.ir_channel = str(opts.ir_channel)
     if not 0.0 < opts.gamma < 1.0:
