@@ -28,7 +28,8 @@ NUM_CLASSES = 6
 
 
 def _method(*overrides: str, seed: int = 0) -> tuple:
-    cfg = tiny_config("d2rl", *overrides)
+    # D2RL's own head (HHL's) unless a test asks for another; the synthetic preset uses bnneck
+    cfg = tiny_config("d2rl", "method.head=hhl", *overrides)
     torch.manual_seed(seed)
     method = build_method(cfg, NUM_CLASSES)
     method.train()
