@@ -148,6 +148,7 @@ class D2RL(Method):
         if opts.ir_filter_init == "zero":
             self._zero_ir_filters()
         self.dim = self.backbone.out_channels
+        self.classifier: nn.Module
         if opts.head == "bnneck":
             self.neck = BNNeck(self.dim, bias_frozen=True, weight_init="kaiming")
             self.classifier = Classifier(self.dim, num_classes, bias=False, init_std=0.001)
@@ -157,12 +158,13 @@ class D2RL(Method):
         self.feat_bn = nn.BatchNorm1d(opts.feature_dim)
         self.triplet = nn.Linear(opts.feature_dim, opts.triplet_dim)
         self.drop = nn.Dropout(opts.dropout)
-        self.classifier = nn.Linear(opts.feature_dim, num_classes)
+        classifier = nn.Linear(opts.feature_dim, num_classes)
+        self.classifier = classifier
         nn.init.kaiming_normal_(self.feat.weight, mode="fan_out")
         nn.init.zeros_(self.feat.bias)
         nn.init.ones_(self.feat_bn.weight)
         nn.init.zeros_(self.feat_bn.bias)
-        for head in (self.triplet, self.classifier):
+        for head in (self.triplet, classifier):
             nn.init.normal_(head.weight, std=0.001)
             nn.init.zeros_(head.bias)
 
