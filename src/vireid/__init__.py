@@ -32,6 +32,7 @@ __all__ = [
     "GalleryIndexError", "LayoutError", "Modality", "ModalityError", "NonFiniteLossError", "Sample", "StorageError",
     "TrainingError", "VireidError",
     "register_dataset", "register_method", "register_protocol", "__version__", "FeatureExtractor", "convert_official",
+    "run_bench",
 ]
 
 
@@ -44,4 +45,8 @@ def __getattr__(name: str):
         from .convert.official import convert_official
 
         return convert_official
+    if name == "run_bench":
+        from .bench import run_bench
+
+        return run_bench
     raise AttributeError(f"module 'vireid' has no attribute {name!r}")

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "vireid.demo",  # demo
     "vireid.serve.cli",  # index, search, serve, export
     "vireid.convert.cli",  # convert
+    "vireid.bench.cli",  # bench
 )
 
 

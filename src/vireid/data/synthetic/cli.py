@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="128x64", help="image size HEIGHTxWIDTH (default 128x64)")
     p.add_argument("--difficulty", type=float, default=0.5,
                    help="0 (easy) .. 1 (hard): jitter, occlusion, noise, weakness of the visible-IR link")
+    p.add_argument("--ir-consistency", type=float, default=1.0, dest="ir_consistency",
+                   help="1 (default): a garment's infrared intensity is fixed by its colour (one mapping per "
+                        "dataset); 0: drawn per person's garment, independently of colour; between: a mix")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all CPU cores)")
     p.add_argument("--force", action="store_true",
@@ -49,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     res = synthesize(args.layout, args.out, ids=args.ids, images_per_camera=args.images_per_camera, size=size,
                      difficulty=args.difficulty, seed=args.seed, force=args.force, workers=args.workers,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, ir_consistency=args.ir_consistency)
     if res.up_to_date:
         print(f"{res.path}: up to date (SynthVI {args.layout}, {res.images} images; --force rebuilds it)")
     else:

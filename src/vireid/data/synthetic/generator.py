@@ -44,8 +44,11 @@ class SynthResult:
 
 
 def resolve_arguments(layout: str, ids: int | None, images_per_camera: int | None, size: Any,
-                      difficulty: float, seed: int) -> dict[str, Any]:
-    """Validate the generation arguments and fill layout defaults; raises ConfigError naming the fix."""
+                      difficulty: float, seed: int, ir_consistency: float = 1.0) -> dict[str, Any]:
+    """Validate the generation arguments and fill layout defaults; raises ConfigError naming the fix.
+
+    `ir_consistency` enters the arguments (and so manifest.json) only when it is not 1, so a set made with
+    the default has the manifest, and the bytes, of the versions before the option existed."""
     if layout not in PLANNERS:
         raise ConfigError(f"unknown synthetic layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     d_ids, d_k = DEFAULTS[layout]
@@ -68,8 +71,18 @@ def resolve_arguments(layout: str, ids: int | None, images_per_camera: int | Non
         raise ConfigError(f"--difficulty must be in [0, 1], got {difficulty}")
     if int(seed) < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {seed}")
-    return {"layout": layout, "ids": ids, "images_per_camera": k, "size": [h, w],
+    try:
+        consistency = float(ir_consistency)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--ir-consistency must be a number in [0, 1], got {ir_consistency!r}") from None
+    if not 0.0 <= consistency <= 1.0:
+        raise ConfigError(f"--ir-consistency must be in [0, 1] (1: a garment's infrared intensity fixed by its colour, "
+                          f"0: drawn per garment), got {ir_consistency}")
+    args = {"layout": layout, "ids": ids, "images_per_camera": k, "size": [h, w],
             "difficulty": difficulty, "seed": int(seed)}
+    if consistency != 1.0:
+        args["ir_consistency"] = consistency
+    return args
 
 
 def read_manifest(root: str | Path) -> dict[str, Any] | None:
@@ -110,22 +123,22 @@ def _shot_streams(shot: Shot, spec: CameraSpec, seed: int) -> tuple[np.random.Ge
 
 
 def shot_scene(shot: Shot, cameras: list[CameraSpec], seed: int, difficulty: float,
-               size: tuple[int, int]) -> Scene:
+               size: tuple[int, int], ir_consistency: float = 1.0) -> Scene:
     """The geometry (view, pose, box, occluder) of a planned image; equal for a RegDB pair."""
     spec = cameras[shot.camera]
     h, w = size
     plate = background(seed, spec, h + h // 4, w + w // 2)
     geometry, _ = _shot_streams(shot, spec, seed)
-    return sample_scene(make_identity(seed, shot.pid, difficulty), spec, size, difficulty, geometry,
+    return sample_scene(make_identity(seed, shot.pid, difficulty, ir_consistency), spec, size, difficulty, geometry,
                         plate.shape[-2:], view=shot.view)
 
 
 def render_shot(shot: Shot, cameras: list[CameraSpec], seed: int, difficulty: float,
-                size: tuple[int, int]) -> np.ndarray:
+                size: tuple[int, int], ir_consistency: float = 1.0) -> np.ndarray:
     """The pixels of one planned image: uint8 (H, W, C) with C = the camera's channels on disk."""
     spec = cameras[shot.camera]
     h, w = size
-    ident = make_identity(seed, shot.pid, difficulty)
+    ident = make_identity(seed, shot.pid, difficulty, ir_consistency)
     plate = background(seed, spec, h + h // 4, w + w // 2)
     geometry, sensor = _shot_streams(shot, spec, seed)
     scene = sample_scene(ident, spec, size, difficulty, geometry, plate.shape[-2:], view=shot.view)
@@ -151,7 +164,8 @@ def _render_chunk(shots: list[Shot]) -> int:
     root, cams = Path(_STATE["root"]), _STATE["cameras"]
     for shot in shots:
         spec = cams[shot.camera]
-        img = render_shot(shot, cams, _STATE["seed"], _STATE["difficulty"], _STATE["size"])
+        img = render_shot(shot, cams, _STATE["seed"], _STATE["difficulty"], _STATE["size"],
+                          _STATE.get("ir_consistency", 1.0))
         _save(img, root / shot.relpath, spec, _params(spec).jpeg_quality)
     return len(shots)
 
@@ -254,10 +268,10 @@ def build_manifest(args: dict[str, Any], plan: Plan) -> dict[str, Any]:
 
 def synthesize(layout: str, out: str | Path, *, ids: int | None = None, images_per_camera: int | None = None,
                size: tuple[int, int] = (128, 64), difficulty: float = 0.5, seed: int = 0, force: bool = False,
-               workers: int | None = None, progress: bool = True) -> SynthResult:
+               workers: int | None = None, progress: bool = True, ir_consistency: float = 1.0) -> SynthResult:
     """Like `generate`, but returns a SynthResult (path, image count, time, whether it was up to date)."""
     start = time.perf_counter()
-    args = resolve_arguments(layout, ids, images_per_camera, size, difficulty, seed)
+    args = resolve_arguments(layout, ids, images_per_camera, size, difficulty, seed, ir_consistency)
     if workers is not None and int(workers) < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     out = Path(out).expanduser()
@@ -276,7 +290,8 @@ def synthesize(layout: str, out: str | Path, *, ids: int | None = None, images_p
         for d in sorted({str(Path(s.relpath).parent) for s in plan.shots} | {str(Path(t).parent) for t in plan.texts}):
             (staging / d).mkdir(parents=True, exist_ok=True)
         state = {"root": str(staging), "cameras": plan.cameras, "seed": args["seed"],
-                 "difficulty": args["difficulty"], "size": tuple(args["size"])}
+                 "difficulty": args["difficulty"], "size": tuple(args["size"]),
+                 "ir_consistency": args.get("ir_consistency", 1.0)}
         _run(plan, state, int(workers or os.cpu_count() or 1), progress)
         for rel, text in plan.texts.items():
             (staging / rel).write_text(text)
@@ -291,12 +306,14 @@ def synthesize(layout: str, out: str | Path, *, ids: int | None = None, images_p
 
 def generate(layout: str, out: str | Path, *, ids: int | None = None, images_per_camera: int | None = None,
              size: tuple[int, int] = (128, 64), difficulty: float = 0.5, seed: int = 0, force: bool = False,
-             workers: int | None = None, progress: bool = True) -> Path:
+             workers: int | None = None, progress: bool = True, ir_consistency: float = 1.0) -> Path:
     """Write a SynthVI set in `layout` (sysu, regdb, llcm) at `out` and return its path.
 
     `ids`/`images_per_camera` default per layout (sysu 120/5, regdb 40/10, llcm 90/4); `size` is
-    (height, width). The same arguments give byte-identical files for any `workers`. An identical
-    set already at `out` is left as is (pass force=True to rebuild it).
+    (height, width). `ir_consistency` in [0, 1]: 1 (default) fixes a garment's infrared intensity by its
+    colour, 0 draws it per person's garment (docs/synthetic.md). The same arguments give byte-identical
+    files for any `workers`. An identical set already at `out` is left as is (pass force=True to rebuild it).
     """
     return synthesize(layout, out, ids=ids, images_per_camera=images_per_camera, size=size,
-                      difficulty=difficulty, seed=seed, force=force, workers=workers, progress=progress).path
+                      difficulty=difficulty, seed=seed, force=force, workers=workers, progress=progress,
+                      ir_consistency=ir_consistency).path

@@ -10,10 +10,17 @@ import numpy as np
 from .palette import HAIR_WEIGHTS, LOWER_WEIGHTS, N_PALETTE, UPPER_WEIGHTS, material_table
 
 STREAM_IDENTITY = 21
+STREAM_GARMENT_IR = 22  # infrared intensities drawn per garment (ir_consistency < 1); its own stream, so the
+#                         identity's other draws are the same at every ir_consistency
 
 # Material slots of the label map a person is rasterised into; slot 0 is the background.
 BG, SKIN, HAIR, UPPER, UPPER2, LOWER, LOWER2, SHOES, BACKPACK, BAG, CAP, GLASSES, OCCLUDER = range(13)
 N_SLOTS = 13
+
+# The slots whose infrared intensity `ir_consistency` loosens: garments and accessories (skin and hair keep theirs).
+GARMENT_SLOTS = (UPPER, UPPER2, LOWER, LOWER2, SHOES, BACKPACK, BAG, CAP)
+IR_RANGE = (0.08, 0.92)  # the span of the palette's infrared ladder; drawn garment intensities use it too
+MIN_PATTERN_IR_GAP = 0.2  # a pattern's two colours differ at least this much in infrared (its geometry survives)
 
 UPPER_PATTERNS = ("solid", "hstripes", "vstripes", "checks", "patch")
 LOWER_KINDS = ("trousers", "shorts", "skirt")
@@ -67,9 +74,33 @@ def _pick(rng: np.random.Generator, weights: tuple[int, ...], exclude: int | Non
     return int(rng.choice(len(w), p=w / w.sum()))
 
 
+def garment_ir(seed: int, pid: int, palette_ir: np.ndarray) -> np.ndarray:
+    """(N_SLOTS,) infrared intensities of person `pid`'s garments drawn independently of their colours.
+
+    `palette_ir` holds the slots' intensities under the fixed colour mapping: each pattern's second colour
+    is drawn on the same side of the first as there, at least MIN_PATTERN_IR_GAP away, so any mix of the two
+    keeps the pattern visible in infrared."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), STREAM_GARMENT_IR, int(pid)]))
+    lo, hi = IR_RANGE
+    own = rng.uniform(lo, hi, size=N_SLOTS)
+    for first, second in ((UPPER, UPPER2), (LOWER, LOWER2)):
+        up = palette_ir[second] >= palette_ir[first]
+        if up:
+            a = rng.uniform(lo, hi - MIN_PATTERN_IR_GAP)
+            b = rng.uniform(a + MIN_PATTERN_IR_GAP, hi)
+        else:
+            a = rng.uniform(lo + MIN_PATTERN_IR_GAP, hi)
+            b = rng.uniform(lo, a - MIN_PATTERN_IR_GAP)
+        own[first], own[second] = a, b
+    return own.astype(np.float32)
+
+
 @lru_cache(maxsize=4096)
-def make_identity(seed: int, pid: int, difficulty: float) -> Identity:
-    """Draw person `pid` of the dataset `seed`; independent of layout, camera and worker."""
+def make_identity(seed: int, pid: int, difficulty: float, ir_consistency: float = 1.0) -> Identity:
+    """Draw person `pid` of the dataset `seed`; independent of layout, camera and worker.
+
+    `ir_consistency` c mixes each garment's infrared intensity: c * (its colour's dataset-wide intensity)
+    + (1 - c) * (an intensity drawn for this person's garment); 1 (the default) draws nothing extra."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), STREAM_IDENTITY, int(pid)]))
     mats = material_table(seed, difficulty)
     female = rng.random() < 0.45
@@ -102,6 +133,11 @@ def make_identity(seed: int, pid: int, difficulty: float) -> Identity:
         GLASSES: (np.full(3, 0.05, np.float32), np.float32(0.1)),
     }.items():
         rgb[slot], ir[slot] = col, cir
+    c = float(ir_consistency)
+    if c < 1.0:  # at 1 nothing is drawn: the sets of earlier versions stay byte-identical
+        own = garment_ir(seed, pid, ir)
+        for slot in GARMENT_SLOTS:
+            ir[slot] = c * ir[slot] + (1.0 - c) * own[slot]
     # Fabric of the same dye still differs a little from person to person, more so in infrared.
     rgb[1:] *= rng.normal(1.0, 0.05, size=(N_SLOTS - 1, 1)).astype(np.float32)
     ir_jitter = 0.02 + 0.05 * float(difficulty)

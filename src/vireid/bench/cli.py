@@ -1,0 +1,79 @@
+"""`vireid bench SPEC --out DIR`: run a bench (methods x datasets x seeds) and write its leaderboard (no torch
+import at registration)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _summary(board: dict) -> str:
+    """A few console lines: each row's R1 and mAP (percent, mean ± std over seeds) and where the files are."""
+    lines = []
+    for row in board["rows"]:
+        m = row["measured"]
+        if m["mAP"]["mean"] is None:
+            text = "no finished seed"
+        else:
+            text = (f"R1 {100 * m['rank1']['mean']:.2f} ± {100 * (m['rank1']['std'] or 0):.2f}  "
+                    f"mAP {100 * m['mAP']['mean']:.2f} ± {100 * (m['mAP']['std'] or 0):.2f}")
+        tag = " +rerank" if row["rerank"] else ""
+        lines.append(f"{row['protocol']:<24} {row['method'] + tag:<24} {text}  "
+                     f"({len(row['seeds_done'])}/{len(row['seeds'])} seeds)")
+    cells = board["cells"]
+    lines.append(f"cells: {cells['done']}/{cells['total']} done, {cells['failed']} failed; leaderboard: "
+                 f"{Path(board['bench_dir']) / 'leaderboard.md'} (.csv, .html, .json)")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .launch import print_commands, run_bench, write_leaderboard_only
+    from .spec import load_spec
+
+    out = Path(args.out) if args.out else Path("runs") / f"bench-{Path(args.spec).stem}"
+    if args.cell:
+        from .cell import run_cell
+
+        record = run_cell(load_spec(args.spec), out, args.cell, progress=not args.no_progress)
+        _close_process_group()
+        print(f"{args.cell}: {record['status']}" + (f" ({record['error']})" if record.get("error") else ""))
+        return 0 if record["status"] == "done" else 1
+    if args.print_commands:
+        print("\n".join(print_commands(load_spec(args.spec), out)))
+        return 0
+    if args.leaderboard_only:
+        board = write_leaderboard_only(args.spec, out)
+    else:
+        board = run_bench(args.spec, out, launcher=args.launcher, isolate=args.isolate, progress=not args.no_progress)
+    print(_summary(board))
+    return 1 if board["cells"]["failed"] else 0
+
+
+def _close_process_group() -> None:
+    """End the torchrun process group a cell of several GPUs opened (the trainer opens it)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `bench`."""
+    p = sub.add_parser("bench", help="run methods x datasets x seeds under one protocol and write a leaderboard",
+                       description="Run every cell (method x dataset x seed) of a bench spec into ordinary run "
+                                   "directories under --out, skipping finished cells, then write "
+                                   "leaderboard.{md,csv,html,json}. See docs/bench.md.")
+    p.add_argument("spec", help="bench spec YAML (benchmarks/tiny.yaml, benchmarks/synthetic.yaml)")
+    p.add_argument("--out", help="bench directory (default runs/bench-<spec name>)")
+    p.add_argument("--launcher", choices=["local", "submitit"],
+                   help="local: cells one after another here (default, or the spec's launcher.kind); submitit: one "
+                        "job per cell (SLURM, or launcher.submitit.cluster: local)")
+    p.add_argument("--isolate", action="store_true", help="local launcher: each cell in a process of its own")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--print-commands", action="store_true",
+                      help="print one shell command per pending cell (for any scheduler) and the leaderboard command")
+    mode.add_argument("--cell", metavar="ID", help="run only this cell (METHOD/DATASET/seedN), as those commands do")
+    mode.add_argument("--leaderboard-only", action="store_true",
+                      help="write the leaderboard of the cells already run, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,199 @@
+"""Launchers: run the cells of a bench that are not done, then write the leaderboard.
+
+- local (default): one cell after another in this process; `isolate=True` runs each in a process of its own
+  (`vireid bench SPEC --out DIR --cell ID`), and a cell of several GPUs always runs under `torchrun`;
+- submitit: one job per cell (SLURM, or submitit's local executor with `launcher.submitit.cluster: local`);
+  the driver waits for the jobs, then writes the leaderboard;
+- `commands`: one shell command per cell for any scheduler, and the command that writes the leaderboard.
+
+The driver holds BENCH/.bench.lock throughout; each cell holds its own lock while it runs (see cell.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..core import ConfigError
+from ..utils.atomic import clean_leftovers, write_json
+from .cell import CELL_DONE, CELL_FAILED, check_saved_config, is_done, prepare_dataset, run_cell, signature
+from .layout import LEADERBOARD_FORMATS, BenchDir
+from .spec import BenchSpec, Cell, load_spec
+
+log = logging.getLogger(__name__)
+
+LAUNCHERS = ("local", "submitit")
+
+
+def pending_cells(spec: BenchSpec, bench: BenchDir) -> list[Cell]:
+    """The cells not done under the spec as it is now; ConfigError first if a trained cell's config no longer
+    matches the spec (its numbers would be another experiment's)."""
+    todo = []
+    for cell in spec.cells():
+        cfg = spec.cell_config(cell, bench.path)  # a bad override fails here, before any training
+        run = bench.run(cell.id)
+        if run.is_trained:
+            check_saved_config(run, cfg)
+        if not is_done(bench.read_record(cell.id), run, signature(spec, cell, cfg)):
+            todo.append(cell)
+    return todo
+
+
+def cell_command(spec: BenchSpec, bench: BenchDir, cell: Cell, *, vireid: tuple[str, ...] | None = None
+                 ) -> list[str]:
+    """The command that runs one cell: `vireid bench SPEC --out DIR --cell ID` (under torchrun for several GPUs);
+    `vireid` is how to call vireid (default: this Python, `-m vireid`)."""
+    args = ["bench", str(spec.path.resolve()), "--out", str(bench.path.resolve()), "--cell", cell.id, "--no-progress"]
+    gpus = spec.launcher.gpus_per_cell
+    if gpus > 1:
+        return ["torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "vireid", *args]
+    return [*(vireid or (sys.executable, "-m", "vireid")), *args]
+
+
+def print_commands(spec: BenchSpec, bench_dir: str | Path) -> list[str]:
+    """The shell commands that run the bench's pending cells (any order, any machine that sees BENCH_DIR), then
+    the one that writes the leaderboard."""
+    bench = BenchDir(bench_dir)
+    with bench.lock():
+        _write_bench_json(spec, bench)
+        cells = pending_cells(spec, bench)
+    lines = [shlex.join(cell_command(spec, bench, c, vireid=("vireid",))) for c in cells]
+    lines.append(shlex.join(["vireid", "bench", str(spec.path.resolve()), "--out", str(bench.path.resolve()),
+                             "--leaderboard-only"]))
+    return lines
+
+
+def run_bench(spec_path: str | Path | BenchSpec, out: str | Path, *, launcher: str | None = None,
+              isolate: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Run every pending cell of the spec into `out` with `launcher` (default: the spec's), then write and return
+    the leaderboard. Finished cells are skipped; a failed cell is recorded and the others go on."""
+    from .leaderboard import write_leaderboard
+
+    spec = spec_path if isinstance(spec_path, BenchSpec) else load_spec(spec_path)
+    kind = launcher or spec.launcher.kind
+    if kind not in LAUNCHERS:
+        raise ConfigError(f"--launcher {kind!r}: expected one of {', '.join(LAUNCHERS)}")
+    bench = BenchDir(out)
+    start = time.perf_counter()
+    with bench.lock():
+        _write_bench_json(spec, bench)
+        cells = pending_cells(spec, bench)
+        total = len(spec.cells())
+        log.info("[bench] %s: %d cells, %d done, %d to run (%s launcher) -> %s", spec.name, total, total - len(cells),
+                 len(cells), kind, bench.path)
+        for dataset in {c.dataset.name: c.dataset for c in cells}.values():
+            prepare_dataset(spec, bench, dataset, progress=progress)  # once, before cells run side by side
+        if kind == "submitit":
+            _run_submitit(spec, bench, cells)
+        else:
+            for i, cell in enumerate(cells, start=1):
+                log.info("[bench] cell %d/%d: %s", i, len(cells), cell.id)
+                if isolate or spec.launcher.gpus_per_cell > 1:
+                    _run_subprocess(spec, bench, cell)
+                else:
+                    run_cell(spec, bench.path, cell.id, progress=progress)
+        return write_leaderboard(spec, bench.path, wall_seconds=time.perf_counter() - start)
+
+
+def write_leaderboard_only(spec_path: str | Path | BenchSpec, out: str | Path) -> dict[str, Any]:
+    """Write the leaderboard of the cells already run (after --print-commands' cells ran elsewhere)."""
+    from .leaderboard import write_leaderboard
+
+    spec = spec_path if isinstance(spec_path, BenchSpec) else load_spec(spec_path)
+    bench = BenchDir(out)
+    if not bench.path.is_dir():
+        raise ConfigError(f"--out {bench.path} does not exist: run the bench (or its --print-commands) first")
+    with bench.lock():
+        return write_leaderboard(spec, bench.path)
+
+
+def _write_bench_json(spec: BenchSpec, bench: BenchDir) -> None:
+    """Write bench.json (call with the bench lock held): first remove what killed writers left half-written."""
+    for target in (bench.spec, *(bench.leaderboard(f) for f in LEADERBOARD_FORMATS),
+                   *(bench.cmc_plot(p.name) for _, p in spec.protocols())):
+        clean_leftovers(target)
+    write_json(bench.spec, {"schema": "vireid.bench/1", "spec": str(spec.path.resolve()), "name": spec.name,
+                            "raw": spec.raw, "cells": [c.id for c in spec.cells()]})
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the cell process gets SIGKILL when the driver dies (a killed bench leaves no orphan training)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _run_subprocess(spec: BenchSpec, bench: BenchDir, cell: Cell) -> None:
+    """Run a cell as `vireid bench ... --cell ID` (its output in BENCH/logs/); a process that dies without a
+    record (killed, out of memory, a crash in native code) gets a failed record naming its exit code and log."""
+    log_path = bench.log(cell.id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = cell_command(spec, bench, cell)
+    before = bench.read_record(cell.id)
+    with open(log_path, "w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    after = bench.read_record(cell.id)
+    if proc.returncode != 0 and (after is None or after == before or after.get("status") != CELL_FAILED):
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+        _record_crash(bench, cell, f"the cell's process exited with code {proc.returncode} ({tail[0][:300]}); "
+                                   f"its output: {log_path}")
+
+
+def _record_crash(bench: BenchDir, cell: Cell, error: str) -> None:
+    record = bench.read_record(cell.id) or {}
+    if record.get("status") == CELL_DONE:
+        return
+    bench.write_record(cell.id, {"schema": "vireid.bench-cell/1", "cell": cell.id, "method": cell.method.name,
+                                 "method_name": cell.method.method, "dataset": cell.dataset.name, "seed": cell.seed,
+                                 "status": CELL_FAILED, "error": error,
+                                 "attempts": int(record.get("attempts", 0)) + 1})
+    log.error("[bench] %s failed: %s", cell.id, error)
+
+
+def submitit_job(spec_path: str, bench_dir: str, cell_id: str, gpus_per_cell: int = 1) -> str:
+    """The function a submitit job runs: one cell (its record says how it went); returns its status."""
+    from ..cli import configure_logging
+
+    configure_logging()
+    if gpus_per_cell > 1:  # one task per GPU: torch.distributed's variables from SLURM's
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    spec = load_spec(spec_path)
+    return str(run_cell(spec, bench_dir, cell_id).get("status"))
+
+
+def _run_submitit(spec: BenchSpec, bench: BenchDir, cells: list[Cell]) -> None:
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("the submitit launcher needs submitit: pip install 'vireid[slurm]' (or pip install "
+                          "submitit); or use --launcher local, or --print-commands for another scheduler") from None
+    params = dict(spec.launcher.submitit)
+    cluster = params.pop("cluster", None)
+    folder = Path(params.pop("folder", bench.submitit))
+    gpus = spec.launcher.gpus_per_cell
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    defaults: dict[str, Any] = {"name": f"vireid-bench-{spec.name}", "timeout_min": 24 * 60}
+    if gpus >= 1 and cluster != "local":
+        defaults.update(gpus_per_node=gpus, tasks_per_node=gpus)
+    executor.update_parameters(**{**defaults, **params})
+    jobs = [(cell, executor.submit(submitit_job, str(spec.path.resolve()), str(bench.path.resolve()), cell.id, gpus))
+            for cell in cells]
+    log.info("[bench] submitted %d job(s) to %s (job files in %s)", len(jobs), executor.cluster, folder)
+    for cell, job in jobs:
+        try:
+            job.result()
+        except Exception as exc:  # the job died (timeout, pre-emption, crash): record it, the others go on
+            first = (str(exc).strip().splitlines() or [""])[0]
+            _record_crash(bench, cell, f"submitit job {job.job_id} failed: {type(exc).__name__}: {first[:300]}")

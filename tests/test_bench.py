@@ -1,0 +1,274 @@
+"""`vireid bench`: the spec, the papers' numbers, the statistics, and benchmarks/tiny.yaml run to a leaderboard
+(checked by hand against the cells' results.json), killed and resumed, and run through submitit's local executor."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.helpers import REPO
+from vireid.bench import BenchDir, load_spec, paired_comparison, read_reported, run_bench, setting_of
+from vireid.bench.reported import parse_reported
+from vireid.core import ConfigError, StorageError
+
+TINY = REPO / "benchmarks" / "tiny.yaml"
+METRICS = ("rank1", "rank10", "rank20", "mAP", "mINP")
+
+
+def tiny_raw() -> dict:
+    return yaml.safe_load(TINY.read_text())
+
+
+def write_spec(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def measured(board: dict) -> dict:
+    """The measured numbers of each row: what must not depend on how (or in how many goes) the bench ran."""
+    return {(r["method"], r["protocol"], r["rerank"]): {k: r["measured"][k]["per_seed"] for k in METRICS}
+            for r in board["rows"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory) -> tuple[Path, dict, float]:
+    """benchmarks/tiny.yaml run once, uninterrupted, in this process: (bench dir, leaderboard, wall seconds)."""
+    out = tmp_path_factory.mktemp("bench") / "tiny"
+    start = time.perf_counter()
+    board = run_bench(TINY, out)
+    return out, board, time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------------------ the spec
+
+
+def test_tiny_spec_has_two_methods_one_protocol_two_seeds():
+    spec = load_spec(TINY)
+    assert [m.name for m in spec.methods] == ["baseline", "mpanet"] and spec.seeds == (0, 1)
+    assert [p.name for _, p in spec.protocols()] == ["sysu-all-single"]
+    assert [c.id for c in spec.cells()][:2] == ["baseline/synth-sysu/seed0", "baseline/synth-sysu/seed1"]
+    cfg = spec.cell_config(spec.cells()[1], "/tmp/b")
+    assert cfg.train.seed == 1 and cfg.train.epochs == 1 and cfg.data.root == "/tmp/b/data/synth-sysu"
+    assert cfg.eval.rerank is True and cfg.eval.options == {"mode": "all", "shots": 1, "gallery_sampler": "agw",
+                                                              "trials": 2}
+
+
+def test_the_synthetic_spec_runs_every_registered_method_at_two_infrared_consistencies():
+    from vireid.registry import METHODS
+
+    spec = load_spec(REPO / "benchmarks" / "synthetic.yaml")
+    assert sorted(m.method for m in spec.methods) == METHODS.names() and spec.seeds == (0, 1, 2)
+    assert [d.data["synthesize"].get("ir_consistency", 1.0) for d in spec.datasets] == [1.0, 0.25]
+    assert {p.options["mode"] for _, p in spec.protocols()} == {"all", "indoor"} and len(spec.cells()) == 36
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(colour="red"), r"unknown key\(s\) 'colour'; valid keys here: name, description"),
+    (lambda r: r.pop("seeds"), r"'seeds' is missing or empty"),
+    (lambda r: r["overrides"].append("train.seed=3"), r"sets train.seed, which the bench sets for every cell"),
+    (lambda r: r["overrides"].append("eval.flip=true"), r"sets eval.flip, which the bench sets"),
+    (lambda r: r["methods"].append({"config": "configs/synthetic/baseline.yaml"}),
+     r"methods named 'baseline' more than once; give each its own 'name:'"),
+    (lambda r: r["methods"].append({"config": "configs/nowhere.yaml", "name": "x"}),
+     r"methods\[2\]\.config configs/nowhere.yaml not found"),
+    (lambda r: r["datasets"][0]["protocols"][0]["options"].update(mode="outdoor"), r"mode"),
+    (lambda r: r["datasets"][0]["protocols"][0]["options"].update(trails=2), r"unknown config key"),
+    (lambda r: r["datasets"][0]["data"].pop("synthesize"), r"needs root: DIR .* or synthesize:"),
+    (lambda r: r["datasets"][0]["data"]["synthesize"].update(ir_consistency=2), r"--ir-consistency must be in"),
+    (lambda r: r.update(seeds=[0, 0]), r"repeat a seed"),
+    (lambda r: r.update(name="my bench"), r"name 'my bench' must be letters"),
+])
+def test_spec_errors_name_the_file_the_key_and_the_fix(tmp_path, change, message):
+    raw = tiny_raw()
+    change(raw)
+    path = write_spec(tmp_path / "bad.yaml", raw)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_spec(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ reported numbers
+
+
+def test_the_papers_numbers_come_from_the_method_pages():
+    reported = read_reported()
+    mpanet = reported["mpanet"]["sysu/all/single"]
+    assert mpanet.values == {"rank1": 70.58, "rank10": 96.21, "rank20": 98.8, "mAP": 68.24}
+    assert mpanet.source.startswith("docs/methods/mpanet.md, Reported numbers")
+    assert reported["mpanet"]["sysu/indoor/multi"].values["mAP"] == 75.11  # the paper's table, not the re-run's
+    assert reported["cmgan"]["sysu/all/single"].values == {"rank1": 26.97, "rank10": 67.51, "rank20": 80.56,
+                                                            "mAP": 27.8}
+    assert reported["lba"]["regdb/thermal_to_visible"].values == {"mAP": 65.46, "rank1": 72.43}
+    assert reported["d2rl"]["regdb/visible_to_thermal"].values["rank1"] == 43.4
+    jsia = reported["jsia"]
+    assert jsia["sysu/all/single"].values == {"rank1": 38.1, "rank10": 80.7, "rank20": 89.9, "mAP": 36.9}
+    assert jsia["sysu/indoor/single"].values == {"rank1": 43.8, "mAP": 52.9}  # the AAAI row (the first)
+    assert "baseline" not in reported
+
+
+def test_three_table_shapes_and_the_first_row_of_a_setting_wins():
+    page = """# X\n\n## Reported numbers (the paper's)\n\nSYSU-MM01, R1 / mAP:\n
+| setting | full model |\n|---|---|\n| indoor single-shot | 50.0 / 40.0 |\n
+| source | RegDB visible→thermal | all-search R1/mAP |\n|---|---|---|\n| paper | 1.5 / 2.5 | 3 / 4 |\n
+| setting | mAP | R1 |\n|---|---|---|\n| SYSU-MM01 indoor | 9 | 9 |\n| LLCM IR→visible | 5 | 6 |\n
+## Something else\n\n| setting | R1 |\n|---|---|\n| all-search multi-shot | 1 |\n"""
+    found = parse_reported(page, "x", "docs/methods/x.md")
+    assert {k: v.values for k, v in found.items()} == {
+        "sysu/indoor/single": {"rank1": 50.0, "mAP": 40.0}, "regdb/visible_to_thermal": {"rank1": 1.5, "mAP": 2.5},
+        "sysu/all/single": {"rank1": 3.0, "mAP": 4.0}, "llcm/ir_to_visible": {"mAP": 5.0, "rank1": 6.0}}
+    assert setting_of("sysu", {"mode": "indoor", "shots": 10}) == "sysu/indoor/multi"
+    assert setting_of("regdb", {"trial": 2}) == "regdb/visible_to_thermal"
+    assert setting_of("llcm", {"direction": "visible_to_ir_transposed"}) == "llcm/visible_to_ir"
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+
+
+def test_paired_comparison_per_seed_differences_and_a_seeded_bootstrap():
+    a, b = {0: 0.30, 1: 0.34, 2: 0.31, 3: 0.36}, {0: 0.28, 1: 0.30, 2: 0.32, 3: 0.31, 9: 0.9}
+    out = paired_comparison(a, b, resamples=5000, seed=[0, 1])
+    assert out["seeds"] == [0, 1, 2, 3] and out["per_seed"] == pytest.approx([0.02, 0.04, -0.01, 0.05])
+    assert out["mean"] == pytest.approx(0.025) and out["a_wins"] == 3 and out["b_wins"] == 1
+    lo, hi = out["ci"]
+    assert -0.01 <= lo < 0.025 < hi <= 0.05
+    assert paired_comparison(a, b, resamples=5000, seed=[0, 1])["ci"] == out["ci"]  # seeded: reproducible
+    assert paired_comparison({0: 0.3}, {0: 0.2}, resamples=100, seed=0)["ci"] is None  # one seed: no interval
+
+
+# ------------------------------------------------------------------------------------------------ the tiny bench
+
+
+@pytest.mark.slow
+def test_tiny_leaderboard_matches_the_cells_results_by_hand(tiny_bench):
+    out, board, seconds = tiny_bench
+    print(f"tiny bench: {seconds:.1f} s")
+    bench = BenchDir(out)
+    for fmt in ("md", "csv", "html", "json"):
+        assert bench.leaderboard(fmt).is_file()
+    assert json.loads(bench.leaderboard("json").read_text())["rows"] == board["rows"]
+    assert board["cells"] == {"total": 4, "done": 4, "failed": 0, "missing": []}
+    rows = board["rows"]
+    assert sorted((r["method"], r["rerank"]) for r in rows) == [("baseline", False), ("baseline", True),
+                                                                 ("mpanet", False), ("mpanet", True)]
+    for row in rows:  # mean and std over seeds of each cell's results.json trial mean, by hand
+        label = row["feature"] + ("+rerank" if row["rerank"] else "")
+        cells = [json.loads(bench.run(f"{row['method']}/synth-sysu/seed{s}").results.read_text()) for s in (0, 1)]
+        for cell in cells:
+            assert cell["protocols"]["sysu/all/single/agw"]["features"][label]["rerank"] is row["rerank"]
+        for k in METRICS:
+            values = [c["protocols"]["sysu/all/single/agw"]["features"][label]["mean"][k] for c in cells]
+            assert row["measured"][k]["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+            assert row["measured"][k]["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+        assert row["input_size"] == [32, 16] and row["epochs"] == 1 and row["model_selection"] == "last epoch"
+        assert row["parameters"] > 1e6 and row["ms_per_image"]["mean"] > 0 and row["train_seconds"]["mean"] > 0
+    # the papers' numbers: only in their own column, only for the method that has them, never on re-ranked rows
+    paper = {(r["method"], r["rerank"]): r["reported"] for r in rows}
+    assert paper[("mpanet", False)]["values"]["mAP"] == pytest.approx(0.6824)
+    assert paper[("baseline", False)] is None and paper[("mpanet", True)] is None
+    lines = list(csv.DictReader(bench.leaderboard("csv").read_text().splitlines()))
+    by = {(ln["method"], ln["rerank"]): ln for ln in lines}
+    assert by[("mpanet", "False")]["reported_mAP_pct"] == "68.24"
+    assert by[("mpanet", "True")]["reported_mAP_pct"] == "" and by[("baseline", "False")]["reported_mAP_pct"] == ""
+    assert float(by[("mpanet", "False")]["mAP_mean_pct"]) != 68.24
+    md = bench.leaderboard("md").read_text()
+    assert "| re-ranking |" in md and "yes (k1=20" in md and "R1 70.58 · R10 96.21 · R20 98.80 · mAP 68.24" in md
+    comparisons = [c for c in board["comparisons"] if not c["rerank"]]
+    assert len(comparisons) == 1 and len(comparisons[0]["mAP"]["per_seed"]) == 2
+    assert comparisons[0]["mAP"]["ci"] is not None and "bootstrap CI" in md
+    assert bench.cmc_plot("sysu-all-single").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_finished_cells_and_another_writer_is_refused(tiny_bench):
+    out, board, _ = tiny_bench
+    bench = BenchDir(out)
+    cells = [c.id for c in load_spec(TINY).cells()]
+    before = {c: (bench.read_record(c), bench.run(c).checkpoint("last").stat().st_mtime_ns) for c in cells}
+    again = run_bench(TINY, out)
+    assert measured(again) == measured(board)
+    assert {c: (bench.read_record(c), bench.run(c).checkpoint("last").stat().st_mtime_ns) for c in cells} == before
+    with bench.lock(), pytest.raises(StorageError, match=r"another vireid bench is running on .* choose another"):
+        run_bench(TINY, out)
+
+
+@pytest.mark.slow
+def test_killed_mid_way_the_bench_resumes_to_the_same_leaderboard(tiny_bench, tmp_path):
+    _, board, _ = tiny_bench
+    out = tmp_path / "killed"
+    bench = BenchDir(out)
+    first = "baseline/synth-sysu/seed0"
+    proc = subprocess.Popen([sys.executable, "-m", "vireid", "bench", str(TINY), "--out", str(out), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while (bench.read_record(first) or {}).get("status") != "done":
+            assert proc.poll() is None and time.monotonic() < deadline, "the bench ended before its first cell"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    done = {c.id for c in load_spec(TINY).cells() if (bench.read_record(c.id) or {}).get("status") == "done"}
+    assert first in done and len(done) < 4, done
+    kept = {c: (bench.read_record(c), bench.run(c).checkpoint("last").stat().st_mtime_ns) for c in done}
+    resumed = run_bench(TINY, out)
+    assert {c: (bench.read_record(c), bench.run(c).checkpoint("last").stat().st_mtime_ns) for c in done} == kept
+    assert resumed["cells"]["done"] == 4
+    assert measured(resumed) == measured(board)
+
+
+@pytest.mark.slow
+def test_the_submitit_local_executor_runs_the_tiny_bench_to_the_same_leaderboard(tiny_bench, tmp_path):
+    pytest.importorskip("submitit")
+    _, board, _ = tiny_bench
+    raw = tiny_raw()
+    raw["launcher"] = {"kind": "submitit", "submitit": {"cluster": "local", "timeout_min": 10}}
+    spec = write_spec(tmp_path / "tiny.yaml", raw)
+    out = tmp_path / "submitit"
+    result = run_bench(spec, out)
+    assert result["cells"]["done"] == 4
+    assert measured(result) == measured(board)
+    assert list((out / "submitit").glob("*_log.out"))  # each cell ran as a job of its own
+
+
+@pytest.mark.slow
+def test_a_failed_cell_is_recorded_and_the_others_finish(tmp_path, capsys):
+    from vireid.cli import main
+
+    raw = tiny_raw()
+    raw["seeds"] = [0]
+    raw["methods"] = [{"config": "configs/synthetic/baseline.yaml"},
+                      {"config": "configs/synthetic/baseline.yaml", "name": "broken",
+                       "overrides": ["sampler.num_ids=500"]}]  # more identities per batch than the set has
+    spec = write_spec(tmp_path / "spec.yaml", raw)
+    out = tmp_path / "bench"
+    assert main(["bench", str(spec), "--out", str(out), "--print-commands"]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert [c.split("--cell ")[-1].split()[0] for c in commands[:-1]] == ["baseline/synth-sysu/seed0",
+                                                                          "broken/synth-sysu/seed0"]
+    assert commands[-1].endswith("--leaderboard-only") and commands[0].startswith("vireid bench ")
+    assert main(["bench", str(spec), "--out", str(out), "--no-progress"]) == 1  # a failure says so in the exit code
+    bench = BenchDir(out)
+    assert bench.read_record("baseline/synth-sysu/seed0")["status"] == "done"
+    failed = bench.read_record("broken/synth-sysu/seed0")
+    assert failed["status"] == "failed" and failed["error"] and failed["attempts"] == 1
+    board = json.loads(bench.leaderboard("json").read_text())
+    assert board["failed"][0]["cell"] == "broken/synth-sysu/seed0"
+    assert "## Failed cells" in bench.leaderboard("md").read_text()
+    row = next(r for r in board["rows"] if r["method"] == "broken" and not r["rerank"])
+    assert row["measured"]["mAP"]["mean"] is None and row["seeds_failed"] == ["broken/synth-sysu/seed0"]
+    capsys.readouterr()
+    assert main(["bench", str(spec), "--out", str(out), "--print-commands"]) == 0
+    assert "--cell broken/synth-sysu/seed0" in capsys.readouterr().out  # a failed cell is tried again
+    assert main(["bench", str(spec), "--out", str(out), "--cell", "broken/synth-sysu/seed0"]) == 1
+    assert bench.read_record("broken/synth-sysu/seed0")["attempts"] == 2
+    assert main(["bench", str(spec), "--out", str(out), "--leaderboard-only"]) == 1
