@@ -25,6 +25,7 @@ vireid's exact search and against FAISS's, and by which settings.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -62,6 +63,23 @@ def timed_search(index: GalleryIndex, q: np.ndarray, topk: int, cross: bool) -> 
     res = index.search(q, topk, cross_modal_only=cross, query_modality=Modality.VISIBLE)
     qps = len(q) / (time.perf_counter() - t0)
     return [{h.id for h in r} for r in res], qps
+
+
+def numpy_exact(index: GalleryIndex, q: np.ndarray, topk: int, cross: bool) -> tuple[list[list[int]], float]:
+    """Ordered result ids and queries per second of the NumPy exact path ($VIREID_EXACT_SEARCH=numpy)."""
+    old = os.environ.get("VIREID_EXACT_SEARCH")
+    os.environ["VIREID_EXACT_SEARCH"] = "numpy"
+    try:
+        index.search(q[:1], topk, cross_modal_only=cross, query_modality=Modality.VISIBLE)
+        t0 = time.perf_counter()
+        res = index.search(q, topk, cross_modal_only=cross, query_modality=Modality.VISIBLE)
+        qps = len(q) / (time.perf_counter() - t0)
+    finally:
+        if old is None:
+            os.environ.pop("VIREID_EXACT_SEARCH", None)
+        else:
+            os.environ["VIREID_EXACT_SEARCH"] = old
+    return [[h.id for h in r] for r in res], qps
 
 
 def faiss_flat_qps(vectors: np.ndarray, q: np.ndarray, topk: int) -> float:
@@ -125,10 +143,19 @@ def main() -> None:
     del vecs
     truth, exact_qps = timed_search(exact, q, args.topk, args.cross_modal)
     ref_qps, ref_name = exact_qps, "vireid flat"
-    print(f"exact: vireid flat {exact_qps:.1f} queries/s", end="")
+    from vireid.serve.index import _exact_faiss
+
+    path = "FAISS k-NN path" if _exact_faiss() is not None else "NumPy path"
+    print(f"exact: vireid flat ({path}) {exact_qps:.1f} queries/s", end="")
+    if path != "NumPy path":
+        # the NumPy path is the reference for the results: the same ids in the same order, ties included
+        ordered = [[h.id for h in r] for r in exact.search(q, args.topk, cross_modal_only=args.cross_modal,
+                                                            query_modality=Modality.VISIBLE)]
+        np_ids, np_qps = numpy_exact(exact, q, args.topk, args.cross_modal)
+        print(f", vireid flat (NumPy path) {np_qps:.1f} queries/s, identical results: {ordered == np_ids}", end="")
     if kinds and not args.cross_modal:
         fq = faiss_flat_qps(exact.vectors, q, args.topk)
-        print(f", FAISS IndexFlatIP {fq:.1f} queries/s", end="")
+        print(f", FAISS IndexFlatIP {fq:.1f} queries/s (vireid flat / IndexFlatIP = {exact_qps / fq:.2f}x)", end="")
         if fq > ref_qps:
             ref_qps, ref_name = fq, "FAISS IndexFlatIP"
     print(f"; 'vs ref' is against {ref_name} (the faster exact search), 'vs flat' against vireid flat")

@@ -1,13 +1,18 @@
-"""Load test of `vireid serve`: a bounded burst of concurrent POST /search requests on loopback.
+"""Load test of `vireid serve`: bounded bursts of concurrent POST /search requests on loopback, per configuration.
 
-Starts the real server (`vireid serve INDEX --host 127.0.0.1 --port <free>`) as a child process, sends
-`--requests` searches `--concurrency` at a time with real query images, and prints throughput, p50/p95
-latency and the error count (a non-200 reply, a timeout, or a reply with fewer than `--topk` results).
-Without `--index` it builds a tiny world in a temporary folder first: a SynthVI set, a baseline trained
-for a few steps at 32x16, and a folder-layout gallery indexed with it (about a minute on 2 CPU cores).
-It always stops: the request count is bounded and `--timeout` caps the whole burst.
+Starts the real server (`vireid serve INDEX --host 127.0.0.1 --port <free> --backend B --batch-size N`) as a
+child process for each configuration in `--configs` (default: torch and onnx backends, each without
+batching, `--batch-size 1`, and with it, `--batch-size 16`), sends `--requests` searches at each client count
+in `--clients` (default 1 and 16) with real query images, and prints throughput, p50/p95 latency and the
+error count (a non-200 reply, a timeout, or a reply with fewer than `--topk` results) for every cell, then
+the ratios of every configuration to the first one (torch, no batching) at the same client count, all
+measured in this one run. Without `--index` it builds a tiny world in a temporary folder first: a SynthVI
+set, a baseline trained for a few steps at 32x16, and a folder-layout gallery indexed with it (about a
+minute on 2 CPU cores). It always stops: request counts are bounded and `--timeout` caps each burst.
+Run it on a quiet machine: other busy processes change every number (see docs/performance.md).
 
-    .venv/bin/python benchmarks/serve_load.py [--index INDEX_DIR] [--requests 500] [--concurrency 16] [--topk 10]
+    .venv/bin/python benchmarks/serve_load.py [--index INDEX_DIR] [--requests 500] [--clients 1,16]
+        [--configs torch:1,torch:16,onnx:1,onnx:16] [--threads N] [--topk 10] [--json]
 """
 
 from __future__ import annotations
@@ -62,9 +67,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index_dir: Path, port: int, timeout: float = 60.0) -> subprocess.Popen:
-    """`vireid serve` on 127.0.0.1:port as a child process; returns once GET /health answers."""
-    proc = subprocess.Popen([*VIREID, "serve", str(index_dir), "--host", "127.0.0.1", "--port", str(port)],
+def start_server(index_dir: Path, port: int, timeout: float = 120.0, extra: list[str] | tuple[str, ...] = ()
+                 ) -> subprocess.Popen:
+    """`vireid serve` on 127.0.0.1:port (plus `extra` options) as a child process; returns once GET /health
+    answers (the onnx backend exports and caches its graph first, so the first start takes longer)."""
+    proc = subprocess.Popen([*VIREID, "serve", str(index_dir), "--host", "127.0.0.1", "--port", str(port), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,17 +191,57 @@ def build_tiny_index(work: Path) -> Path:
     return work / "index"
 
 
+def parse_configs(text: str) -> list[tuple[str, int]]:
+    """'torch:1,onnx:16' -> [("torch", 1), ("onnx", 16)]: backend and --batch-size per configuration."""
+    out = []
+    for part in text.split(","):
+        backend, _, size = part.strip().partition(":")
+        if backend not in ("torch", "onnx") or not size.isdigit() or int(size) < 1:
+            raise SystemExit(f"--configs entry {part!r}: expected BACKEND:BATCH_SIZE with BACKEND torch or onnx and "
+                             "BATCH_SIZE >= 1, e.g. torch:1,onnx:16")
+        out.append((backend, int(size)))
+    return out
+
+
+def run_config(index_dir: Path, queries: list[tuple[bytes, str]], backend: str, batch_size: int,
+               clients: list[int], requests: int, topk: int, timeout: float, threads: int | None) -> list[dict]:
+    """One server with `backend` and `batch_size`; a warm-up, then one burst per client count; summaries."""
+    extra = ["--backend", backend, "--batch-size", str(batch_size)]
+    if threads:
+        extra += ["--threads", str(threads)]
+    port = free_port()
+    proc = start_server(index_dir, port, extra=extra)
+    rows = []
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        burst(url, queries, min(len(queries), 16), 4, topk, timeout)  # warm-up: first-call costs are not timed
+        for c in clients:
+            # one client: fewer requests (they run one at a time); never fewer than 2 per client
+            n = max(2 * c, requests // 4 if c == 1 else requests)
+            report = burst(url, queries, n, c, topk, timeout)
+            rows.append({"backend": backend, "batch_size": batch_size, **report.summary(),
+                         "error_samples": sorted(set(report.errors))[:3]})
+    finally:
+        stop_server(proc)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--index", type=Path, help="index to serve (default: build a tiny one in a temporary folder)")
-    ap.add_argument("--requests", type=int, default=500)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=500, help="requests per burst at > 1 client (a quarter at 1)")
+    ap.add_argument("--clients", default="1,16", help="client counts (concurrent requests), comma-separated")
+    ap.add_argument("--configs", default="torch:1,torch:16,onnx:1,onnx:16",
+                    help="BACKEND:BATCH_SIZE per server configuration; ratios are to the first")
+    ap.add_argument("--threads", type=int, default=None, help="vireid serve --threads (default: its own default)")
     ap.add_argument("--topk", type=int, default=10)
-    ap.add_argument("--timeout", type=float, default=300.0, help="cap on the whole burst, seconds")
-    ap.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    ap.add_argument("--timeout", type=float, default=300.0, help="cap on each burst, seconds")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per cell")
     args = ap.parse_args()
-    if args.requests < 1 or args.concurrency < 1:
-        raise SystemExit("--requests and --concurrency must be at least 1")
+    clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    if args.requests < 1 or not clients or min(clients) < 1:
+        raise SystemExit("--requests and every --clients entry must be at least 1")
+    configs = parse_configs(args.configs)
     with tempfile.TemporaryDirectory(prefix="vireid-load-") as tmp:
         if args.index is None:
             t0 = time.perf_counter()
@@ -203,25 +250,30 @@ def main() -> None:
         else:
             index_dir = args.index
         queries = index_queries(index_dir)
-        port = free_port()
-        proc = start_server(index_dir, port)
-        try:
-            report = burst(f"http://127.0.0.1:{port}/", queries, args.requests, args.concurrency, args.topk,
-                           args.timeout)
-        finally:
-            stop_server(proc)
-    s = report.summary()
+        rows = [row for backend, size in configs
+                for row in run_config(index_dir, queries, backend, size, clients, args.requests, args.topk,
+                                      args.timeout, args.threads)]
+    base = {r["concurrency"]: r for r in rows if (r["backend"], r["batch_size"]) == configs[0]}
+    for r in rows:
+        b = base[r["concurrency"]]
+        r["throughput_x"] = round(r["throughput_rps"] / b["throughput_rps"], 2) if b["throughput_rps"] else None
+        r["p95_x"] = round(r["p95_ms"] / b["p95_ms"], 2) if b["p95_ms"] else None
     if args.json:
-        print(json.dumps(s))
+        for r in rows:
+            print(json.dumps(r))
     else:
-        print(f"{s['requests']} POST /search, {s['concurrency']} concurrent, top-{args.topk}, "
-              f"{len(queries)} distinct query images")
-        print(f"ok {s['ok']}  errors {s['errors']}  wall {s['wall_s']:.2f} s  "
-              f"throughput {s['throughput_rps']:.1f} req/s")
-        print(f"latency p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f} ms  max {s['max_ms']:.1f} ms")
-    for err in sorted(set(report.errors))[:5]:
+        print(f"POST /search, top-{args.topk}, {len(queries)} distinct query images; ratios vs "
+              f"{configs[0][0]} batch {configs[0][1]} at the same client count")
+        print(f"{'backend':8s} {'batch':>5s} {'clients':>7s} {'ok':>5s} {'err':>4s} {'req/s':>8s} {'p50 ms':>8s} "
+              f"{'p95 ms':>8s} {'thru x':>7s} {'p95 x':>6s}")
+        for r in rows:
+            print(f"{r['backend']:8s} {r['batch_size']:5d} {r['concurrency']:7d} {r['ok']:5d} {r['errors']:4d} "
+                  f"{r['throughput_rps']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['throughput_x'] or 0:7.2f} "
+                  f"{r['p95_x'] or 0:6.2f}")
+    errors = [e for r in rows for e in r["error_samples"]]
+    for err in sorted(set(errors))[:5]:
         print(f"error: {err}", file=sys.stderr)
-    sys.exit(1 if report.errors else 0)
+    sys.exit(1 if any(r["errors"] for r in rows) else 0)
 
 
 if __name__ == "__main__":

@@ -252,3 +252,60 @@ def test_batched_approximate_search_equals_one_query_at_a_time(kind):
     assert batched == single
     assert all(len(r) == 8 for r in batched)
     assert all(idx.item(i).modality is Modality.parse(m) for r, m in zip(batched, mods, strict=True) if m for i in r)
+
+
+# ---------------------------------------------------------------- exact search through FAISS (when installed)
+@pytest.fixture(params=["faiss", "numpy"])
+def exact_path(request, monkeypatch):
+    """Run a test on both exact-search paths: FAISS's flat k-NN and the NumPy matrix product."""
+    if request.param == "faiss":
+        pytest.importorskip("faiss")
+        monkeypatch.delenv("VIREID_EXACT_SEARCH", raising=False)
+    else:
+        monkeypatch.setenv("VIREID_EXACT_SEARCH", "numpy")
+    return request.param
+
+
+def test_exact_path_is_faiss_when_installed(exact_path, monkeypatch):
+    from vireid.serve import index as index_mod
+
+    assert (index_mod._exact_faiss() is not None) == (exact_path == "faiss")
+    monkeypatch.setitem(sys.modules, "faiss", None)  # not installed: the NumPy path, no error
+    assert index_mod._exact_faiss() is None
+    assert [h.id for h in _index().search(_unit(np.random.default_rng(2), 1, 8), 3)[0]]
+
+
+@pytest.mark.parametrize("want", [None, V, IR])
+def test_exact_paths_keep_the_tie_rule_on_heavy_ties(exact_path, want):
+    rng = np.random.default_rng(3)
+    # as test_exact_search_with_heavy_ties_equals_reference: multiples of 1/4, so every product is exact
+    base = rng.integers(-2, 3, size=(6, 8)).astype(np.float32) / 4
+    vecs = base[rng.integers(0, 6, size=300)]
+    idx = GalleryIndex(8, fingerprint="x")
+    idx.add(vecs, _items(300))
+    # 25 queries: FAISS switches to its BLAS code path from 20 queries on, so both of its paths are covered
+    q = np.concatenate([rng.integers(-2, 3, size=(23, 8)).astype(np.float32) / 4, base[:2]])
+    for topk in (1, 7, 60, 300):
+        got = [[h.id for h in r] for r in idx.search(q, topk, modality=want)]
+        assert got == _reference_topk(q, idx.vectors, idx._codes, topk, want)
+        single = [[h.id for h in idx.search(qi, topk, modality=want)[0]] for qi in q[:3]]
+        assert single == got[:3]
+
+
+def test_exact_paths_agree_on_random_galleries_and_mixed_filters(exact_path):
+    idx = _index(n=500, d=16)
+    q = _unit(np.random.default_rng(7), 30, 16)
+    mods = [None, "visible", "infrared"] * 10
+    got = idx.search(q, 9, modality=mods)
+    assert [[h.id for h in r] for r in got] == _reference_topk_mixed(q, idx, 9, mods)
+    full = q @ idx.vectors.T
+    for qi, r in enumerate(got):
+        np.testing.assert_allclose([h.score for h in r], full[qi, [h.id for h in r]], atol=1e-5)
+    # the cached per-modality rows follow an add
+    idx.add(np.repeat(q[1:2], 2, axis=0), [IndexItem("/g/new0.jpg", V), IndexItem("/g/new1.jpg", V)])
+    assert [h.id for h in idx.search(q[1], 3, modality="visible")[0]][:2] == [500, 501]
+
+
+def _reference_topk_mixed(q, idx, topk, mods):
+    return [_reference_topk(q[i:i + 1], idx.vectors, idx._codes, topk, None if m is None else Modality.parse(m))[0]
+            for i, m in enumerate(mods)]

@@ -21,6 +21,8 @@ from ..core import ConfigError, Modality
 from .embed import embed_items
 from .model import load_trained
 
+BACKENDS = ("torch", "onnx")
+
 
 def _tensor_to_uint8(t: torch.Tensor) -> list[np.ndarray]:
     """(3, H, W) or (N, 3, H, W) tensor -> list of (H, W, 3) uint8 arrays; floats are RGB in [0, 1]."""
@@ -75,6 +77,14 @@ class FeatureExtractor:
         batch_size: images per forward pass (per modality).
         checkpoint: auto | best | last | a file name in the run's checkpoints/.
         flip: fuse the features of mirrored images (default: the run's eval.flip).
+        backend: "torch" (PyTorch eager) or "onnx" (ONNX Runtime running the graph `vireid export` writes,
+            exported, parity-checked and cached in `onnx_cache` on first use; needs `vireid[export]`).
+        threads: ONNX Runtime intra-op threads (default: the cores available, capped by $OMP_NUM_THREADS);
+            the PyTorch backend uses the process's torch.get_num_threads().
+        onnx_cache: folder of the cached graphs (default: <run>/onnx, or onnx/ beside a checkpoint file).
+
+    Both backends of one checkpoint have the same `fingerprint` (an index built with one is searched with the
+    other): a graph is only used after its features matched PyTorch's within the parity tolerance.
 
     Examples::
 
@@ -83,9 +93,16 @@ class FeatureExtractor:
     """
 
     def __init__(self, run_dir_or_checkpoint: str | Path, device: str = "cpu", feature: str | None = None,
-                 batch_size: int = 64, checkpoint: str = "auto", flip: bool | None = None) -> None:
+                 batch_size: int = 64, checkpoint: str = "auto", flip: bool | None = None, backend: str = "torch",
+                 threads: int | None = None, onnx_cache: str | Path | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend == "onnx":
+            from .onnx_backend import require_onnxruntime
+
+            require_onnxruntime()  # fail before loading the checkpoint when the extra is missing
         self.cfg, self.method, self.checkpoint_path = load_trained(run_dir_or_checkpoint, checkpoint, device)
         self.source = Path(run_dir_or_checkpoint)
         self.device = device
@@ -100,6 +117,12 @@ class FeatureExtractor:
                               f"choose one of {sorted(dims)}")
         self.dim = int(dims[feature])
         self._fingerprint: str | None = None
+        self.backend = backend
+        self._onnx = None
+        if backend == "onnx":
+            from .onnx_backend import OnnxRunner
+
+            self._onnx = OnnxRunner(self, threads=threads, cache_dir=onnx_cache)
 
     @property
     def height(self) -> int:
@@ -130,6 +153,17 @@ class FeatureExtractor:
         """(N, D) float32 L2-normalised features, rows in input order; batches of `batch_size` per modality."""
         items = as_image_list(images)
         mods = as_modalities(modality, len(items))
+        if self._onnx is not None:
+            return self._onnx.features(items, mods, self.batch_size)
+        return self.torch_features(items, mods)
+
+    @property
+    def onnx_paths(self) -> list[Path]:
+        """The cached graphs the onnx backend runs (one per modality for modality-specific methods; [] for torch)."""
+        return list(self._onnx.paths.values()) if self._onnx is not None else []
+
+    def torch_features(self, items: Sequence[Any], mods: Sequence[Modality]) -> np.ndarray:
+        """(N, D) float32 features of single images through the PyTorch path (the onnx backend's reference)."""
         feats = embed_items(self.method, items, mods, height=self.height, width=self.width, device=self.device,
                             flip=self.flip, batch_size=self.batch_size, kinds=(self.feature,))
         return feats[self.feature].numpy()

@@ -8,11 +8,13 @@ Uploads are bounded before they cost anything: a request body over the limit is 
 Content-Length (or as soon as the streamed body passes it), POST /items is refused without a valid
 key before its body is read, an image whose header declares more pixels than the limit is refused
 before it is decoded, and decoding, embedding and writing run in worker threads, never on the event
-loop. Uploaded images are decoded rather than trusted by name (400), checked for modality (422) and
-stored only inside <index>/images/ under their content hash; the same image and modality posted
-again returns the item already stored (a retry adds no duplicate). Adds commit through the index's
-writer lock, so a CLI `vireid index add` running beside the service loses nothing, and the service
-reloads the index when another writer changed it on disk.
+loop; embedding goes through one worker thread that batches concurrent queries (`EmbedBatcher`: a
+lone query goes straight through, up to `batch_size` queued ones share a forward pass). Uploaded
+images are decoded rather than trusted by name (400), checked for modality (422) and stored only
+inside <index>/images/ under their content hash; the same image and modality posted again returns
+the item already stored (a retry adds no duplicate). Adds commit through the index's writer lock,
+so a CLI `vireid index add` running beside the service loses nothing, and the service reloads the
+index when another writer changed it on disk.
 """
 
 
@@ -26,12 +28,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from ..core import GalleryIndexError, Modality, ModalityError, StorageError, VireidError
+from .batching import EmbedBatcher
 
 API_KEY_ENV = "VIREID_API_KEY"
 _FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp"}
 DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_MAX_MEGAPIXELS = 25.0  # 5000 x 5000: far above any person crop, far below what exhausts memory
 _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the other form fields (tags are at most 16 KiB)
+DEFAULT_BATCH_SIZE = 16  # concurrent /search queries embedded in one forward pass at most
+DEFAULT_BATCH_WAIT_MS = 2.0  # how long a forming batch waits for queries still being decoded
 INLINE_SEARCH_ROWS = 20_000  # below this gallery size a search runs on the event loop (well under a millisecond)
 
 
@@ -162,8 +167,11 @@ class UploadGuard:
 def create_app(index_dir: str | Path, *, extractor: Any = None, run: str | Path | None = None,
                device: str = "cpu", api_key: str | None = None, api_key_file: str | Path | None = None,
                max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024),
-               max_pixels: float = DEFAULT_MAX_MEGAPIXELS * 1e6) -> Any:
-    """A FastAPI app serving the index at `index_dir` with `extractor` (default: the run the index records)."""
+               max_pixels: float = DEFAULT_MAX_MEGAPIXELS * 1e6, backend: str = "torch", threads: int | None = None,
+               onnx_cache: str | Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+               batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> Any:
+    """A FastAPI app serving the index at `index_dir` with `extractor` (default: the run the index records, on
+    `backend`); concurrent /search queries are embedded together, up to `batch_size` per forward pass."""
     fastapi = _require_fastapi()
     from fastapi import File, Form, Header, HTTPException, Response, UploadFile
     from fastapi.responses import FileResponse, HTMLResponse
@@ -176,7 +184,9 @@ def create_app(index_dir: str | Path, *, extractor: Any = None, run: str | Path 
         raise VireidError(f"upload limits must be positive, got {max_upload_bytes} bytes and {max_pixels} pixels")
     index_dir = Path(index_dir).expanduser().resolve()
     if extractor is None:
-        extractor = extractor_for_index(index_dir, run, device=device)
+        extractor = extractor_for_index(index_dir, run, device=device, backend=backend, threads=threads,
+                                        onnx_cache=onnx_cache)
+    batcher = EmbedBatcher(extractor, batch_size=batch_size, wait_ms=batch_wait_ms)
     key = read_api_key(api_key, api_key_file)
     lock = threading.Lock()  # guards the served index object: reads, reloads, and the in-memory step of an add
     write_lock = threading.Lock()  # one writer of this process at a time (the file lock covers other processes)
@@ -231,15 +241,18 @@ def create_app(index_dir: str | Path, *, extractor: Any = None, run: str | Path 
         with lock:
             index = current()
         return {"status": "ok", "items": len(index), "kind": index.kind, "feature": index.feature, "dim": index.dim,
-                "fingerprint": index.fingerprint, "method": extractor.method_name}
+                "fingerprint": index.fingerprint, "method": extractor.method_name,
+                "backend": getattr(extractor, "backend", "torch"), "batch_size": batcher.batch_size}
 
     @app.post("/search")
     async def search(image: Annotated[UploadFile, File()], modality: str = Form(...),
                      topk: int = Form(10, ge=1, le=1000), cross_modal_only: bool = Form(False)) -> dict[str, Any]:
         """Rank the gallery for one query image: {"results": [{id, path, score, modality, camera, pid}]}."""
         mod = parse_modality(modality)
-        img, _, _ = await read_image(image)
-        feats = await run_in_threadpool(extractor, img, mod)  # the forward pass must not block the event loop
+        with batcher.arriving():  # a batch being formed may wait (batch_wait_ms) for this one's decoding
+            img, _, _ = await read_image(image)
+        # embedded by the batcher's worker thread, with the queries that arrive meanwhile; never on the event loop
+        feats = await batcher.embed(img, mod)
 
         def ranked() -> list[Any]:
             with lock:
@@ -313,7 +326,7 @@ def create_app(index_dir: str | Path, *, extractor: Any = None, run: str | Path 
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         img, fmt, data = await read_image(image)
-        feats = await run_in_threadpool(extractor, img, mod)
+        feats = await batcher.embed(img, mod)  # the same worker as searches: one forward pass at a time
         # the stored name is the content hash plus the decoded format: the client's file name is never used
         item = IndexItem(path=str(Path("images") / (hashlib.sha256(data).hexdigest() + _FORMAT_EXT[fmt])),
                          modality=mod, camera=camera, pid=pid, timestamp=timestamp, tags=tag_dict)
@@ -327,19 +340,33 @@ def create_app(index_dir: str | Path, *, extractor: Any = None, run: str | Path 
             response.status_code = 200
         return record
 
+    app.state.batcher = batcher  # its worker is a daemon thread: it ends with the process (batcher.close() stops it)
     return app
 
 
 def run_server(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, run: str | None = None,
                device: str = "cpu", max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-               max_image_megapixels: float = DEFAULT_MAX_MEGAPIXELS, api_key_file: str | None = None) -> None:
-    """Serve the index with uvicorn until interrupted."""
+               max_image_megapixels: float = DEFAULT_MAX_MEGAPIXELS, api_key_file: str | None = None,
+               backend: str = "torch", threads: int | None = None, onnx_cache: str | None = None,
+               batch_size: int = DEFAULT_BATCH_SIZE, batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> None:
+    """Serve the index with uvicorn until interrupted; `threads` (default: the cores available) sets the
+    intra-op threads of the forward pass, PyTorch's and ONNX Runtime's."""
     try:
         import uvicorn
     except ImportError as exc:
         raise VireidError("the service needs uvicorn, which is not installed; run `pip install vireid[serve]`") from exc
     if not 0 <= int(port) <= 65535:
         raise VireidError(f"--port must be 0..65535, got {port}")
+    from ..inference.onnx_backend import default_threads
+
+    threads = int(threads or default_threads())
+    import torch
+
+    # set on purpose, not left to the library: one forward pass runs at a time (the batcher), and it should
+    # use the cores this process may run on, not every core of a machine shared with other processes
+    torch.set_num_threads(threads)
     app = create_app(index_dir, run=run, device=device, api_key_file=api_key_file,
-                     max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_image_megapixels * 1e6)
+                     max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_image_megapixels * 1e6,
+                     backend=backend, threads=threads, onnx_cache=onnx_cache, batch_size=batch_size,
+                     batch_wait_ms=batch_wait_ms)
     uvicorn.run(app, host=host, port=port)

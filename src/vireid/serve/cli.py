@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _modality(value: str) -> str:
@@ -23,12 +24,14 @@ def _extractor(run: str | None, index_dir: str | Path | None, args: argparse.Nam
     from ..inference import FeatureExtractor
     from .gallery import extractor_for_index
 
+    backend: dict[str, Any] = {"backend": getattr(args, "backend", "torch"), "threads": getattr(args, "threads", None),
+               "onnx_cache": getattr(args, "onnx_cache", None)}
     if index_dir is None:
         assert run is not None  # without an index (index build), --run is a required option
         return FeatureExtractor(run, device=args.device, feature=args.feature, batch_size=args.batch_size,
-                                checkpoint=args.checkpoint)
+                                checkpoint=args.checkpoint, **backend)
     return extractor_for_index(index_dir, run, feature=args.feature, device=args.device, batch_size=args.batch_size,
-                               checkpoint=getattr(args, "checkpoint", "auto"))
+                               checkpoint=getattr(args, "checkpoint", "auto"), **backend)
 
 
 def _progress(total: int, enabled: bool):
@@ -146,7 +149,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     run_server(args.index, host=args.host, port=args.port, run=args.run, device=args.device,
                max_upload_mb=args.max_upload_mb, max_image_megapixels=args.max_image_megapixels,
-               api_key_file=args.api_key_file)
+               api_key_file=args.api_key_file, backend=args.backend, threads=args.threads,
+               onnx_cache=args.onnx_cache, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms)
     return 0
 
 
@@ -188,6 +192,28 @@ def _positive_or_zero(value: str) -> int:
     return 0 if value.strip() == "0" else _positive(value)
 
 
+def _nonneg_float(value: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return x
+
+
+def _backend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch: PyTorch eager (default); onnx: ONNX Runtime on the graph `vireid export` writes, "
+                        "exported and cached in <run>/onnx on first use (needs vireid[export])")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="intra-op threads of the forward pass (default: the cores available, capped by "
+                        "$OMP_NUM_THREADS); lower it when other processes share the machine")
+    p.add_argument("--onnx-cache", default=None, metavar="DIR",
+                   help="folder of the cached ONNX graphs (default: <run>/onnx); for read-only run folders")
+
+
 def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nprobe", type=_positive, help="ivf: lists searched per query (build default 16; search "
                                                        "default: the index's setting); more = slower, higher recall")
@@ -227,6 +253,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hnsw-m", type=_positive, help="hnsw: graph degree M (default 32)")
     p.add_argument("--ef-construction", type=_positive, help="hnsw: build-time beam width (default 80)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
+    _backend_options(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_index_build)
 
@@ -236,6 +263,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, help="folder of images (layout as for build)")
     p.add_argument("--modality", type=_modality, metavar="{visible,infrared}",
                    help="every image under --images is of this modality")
+    _backend_options(p)
     p.set_defaults(func=cmd_index_add)
 
     p = isub.add_parser("info", help="describe an index (counts, model, parameters) after checking it")
@@ -254,6 +282,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--render", metavar="OUT_PNG", help="also draw the ranked lists to this PNG")
     p.add_argument("--json", action="store_true", help='one {"query", "modality", "results": [...]} object per line')
     _search_options(p)
+    _backend_options(p)
     p.set_defaults(func=cmd_search)
 
     p = subparsers.add_parser("export", help="export a trained model to ONNX (with a parity check)")
@@ -278,4 +307,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="largest accepted image, in megapixels as its header declares (default 25); checked "
                         "before decoding")
     p.add_argument("--api-key-file", default=None, help="file holding the key for POST /items (else $VIREID_API_KEY)")
+    _backend_options(p)
+    p.add_argument("--batch-size", type=_positive, default=16,
+                   help="most concurrent /search queries embedded in one forward pass (default 16; 1: no batching)")
+    p.add_argument("--batch-wait-ms", type=_nonneg_float, default=2.0,
+                   help="how long a batch waits for queries still being decoded (default 2 ms); a lone query "
+                        "never waits")
     p.set_defaults(func=cmd_serve)

@@ -58,7 +58,8 @@ def scan_images(images: str | Path, modality: Modality | str | None = None) -> l
 
 
 def extractor_for_index(index_dir: str | Path, run: str | Path | None = None, *, feature: str | None = None,
-                        device: str = "cpu", batch_size: int = 64, checkpoint: str = "auto") -> Any:
+                        device: str = "cpu", batch_size: int = 64, checkpoint: str = "auto", backend: str = "torch",
+                        threads: int | None = None, onnx_cache: str | Path | None = None) -> Any:
     """The FeatureExtractor that serves an index: the model recorded in its meta.json (checkpoint, feature, flip),
     or `run` with `feature` (default: its reported one) when given; `GalleryIndex.open` then checks they match."""
     from ..inference import FeatureExtractor
@@ -70,10 +71,12 @@ def extractor_for_index(index_dir: str | Path, run: str | Path | None = None, *,
         raise GalleryIndexError(
             f"no --run given and the index at {index_dir} records no checkpoint; pass --run RUN_DIR"
         )
+    how: dict[str, Any] = {"backend": backend, "threads": threads, "onnx_cache": onnx_cache}
     if run:
-        return FeatureExtractor(run, device=device, feature=feature, batch_size=batch_size, checkpoint=checkpoint)
+        return FeatureExtractor(run, device=device, feature=feature, batch_size=batch_size, checkpoint=checkpoint,
+                                **how)
     return FeatureExtractor(source, device=device, feature=meta.get("feature") or None, batch_size=batch_size,
-                            checkpoint=checkpoint, flip=model.get("flip"))
+                            checkpoint=checkpoint, flip=model.get("flip"), **how)
 
 
 def embed_in_chunks(extractor: Any, items: list[IndexItem], chunk: int = 512,

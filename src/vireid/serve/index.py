@@ -113,6 +113,17 @@ def _import_faiss():
     return faiss
 
 
+def _exact_faiss() -> Any:
+    """FAISS for exact search when it is installed and not turned off ($VIREID_EXACT_SEARCH=numpy), else None."""
+    if os.environ.get("VIREID_EXACT_SEARCH", "").strip().lower() == "numpy":
+        return None
+    try:
+        import faiss  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return None
+    return faiss
+
+
 def _pack_modality_filter(n_queries: int, modality: Any, cross_modal_only: bool,
                           query_modality: Any) -> list[Modality | None]:
     """The gallery modality each query may match (None: any)."""
@@ -274,6 +285,8 @@ class GalleryIndex:
         self.params = {**DEFAULT_PARAMS, **_check_params(params or {})}
         self.directory = Path(directory) if directory is not None else None
         self._buffer = np.zeros((0, self.dim), dtype=np.float32)  # rows [0, len) are the vectors; grows by doubling
+        # per-modality (item ids, contiguous vectors) for FAISS's exact search; emptied whenever the rows change
+        self._rows_cache: dict[Modality, tuple[np.ndarray, np.ndarray]] = {}
         self.items: list[IndexItem] = []
         self._codes = np.zeros(0, dtype=np.int8)
         self._faiss: Any = None
@@ -289,6 +302,7 @@ class GalleryIndex:
     @vectors.setter
     def vectors(self, value: np.ndarray) -> None:
         self._buffer = np.ascontiguousarray(value, dtype=np.float32)
+        self._rows_cache.clear()
 
     @classmethod
     def for_extractor(cls, extractor: Any, kind: str = "flat", **kwargs: Any) -> GalleryIndex:
@@ -324,6 +338,7 @@ class GalleryIndex:
 
     def _apply(self, vectors: np.ndarray, new: list[IndexItem]) -> None:
         """Append checked rows in memory (amortised O(new rows): the buffer doubles when full)."""
+        self._rows_cache.clear()
         n, k = len(self.items), len(new)
         if n + k > self._buffer.shape[0]:
             grown = np.zeros((max(n + k, 2 * self._buffer.shape[0], 64), self.dim), dtype=np.float32)
@@ -449,7 +464,11 @@ class GalleryIndex:
         return [Hit(int(ids[i]), float(scores[i]), self.items[int(ids[i])]) for i in order]
 
     def _exact(self, q: np.ndarray, topk: int, allowed: list[Modality | None]) -> list[list[Hit]]:
-        """Exact top-k of one block of queries: one matrix product, then a top-k per modality group."""
+        """Exact top-k of one block of queries: FAISS's flat k-NN when installed, else one matrix product and a
+        top-k; per modality group either way, ties at the k-th place resolved by item id."""
+        faiss = _exact_faiss()
+        if faiss is not None:
+            return self._exact_faiss(faiss, q, topk, allowed)
         import torch  # noqa: PLC0415 - torch is a core dependency; kept out of `import vireid.serve.index`
 
         scores = torch.from_numpy(q @ self.vectors.T)  # NumPy's sgemm measured faster than torch's here
@@ -476,6 +495,42 @@ class GalleryIndex:
                     row_idx = torch.nonzero(row >= float(row_top[k - 1])).squeeze(1).numpy()
                     row_top = row.numpy()[row_idx]
                 out[r] = self._hits(row_idx.astype(np.int64), row_top, topk)
+        return out
+
+    def _modality_rows(self, want: Modality | None) -> tuple[np.ndarray | None, np.ndarray]:
+        """(item ids, contiguous vectors) of one modality (None: all rows, no copy); copies are cached until the
+        next add, so a filtered search pays for the copy once."""
+        if want is None:
+            return None, self.vectors
+        if want not in self._rows_cache:
+            ids = np.flatnonzero(self._codes == want.code).astype(np.int64)
+            self._rows_cache[want] = (ids, np.ascontiguousarray(self.vectors[ids]))
+        return self._rows_cache[want]
+
+    def _exact_faiss(self, faiss: Any, q: np.ndarray, topk: int, allowed: list[Modality | None]) -> list[list[Hit]]:
+        """Exact top-k by FAISS's flat k-NN (blocked inner products and heap selection, all cores), with
+        vireid's tie rule: like the NumPy path it asks for k + 1, and a row whose k-th and (k+1)-th scores are
+        equal is re-ranked from its full score row, ties by item id."""
+        out: list[list[Hit]] = [[] for _ in allowed]
+        for want in dict.fromkeys(allowed):
+            rows = [i for i, a in enumerate(allowed) if a is want]
+            ids, vecs = self._modality_rows(want)
+            n_allowed = len(vecs)
+            if n_allowed == 0:
+                continue
+            k = min(topk, n_allowed)
+            block = np.ascontiguousarray(q[rows])
+            top, idx = faiss.knn(block, vecs, min(k + 1, n_allowed), metric=faiss.METRIC_INNER_PRODUCT)
+            for r, qrow, row_top, row_idx in zip(rows, block, top, idx, strict=True):
+                if len(row_top) > k and row_top[k] == row_top[k - 1]:
+                    # a tie crosses the cut: every item scoring >= the k-th, scored again together so equal
+                    # vectors get equal scores, and the id tie-break decides
+                    full = vecs @ qrow
+                    kth = np.partition(full, n_allowed - k)[n_allowed - k]
+                    row_idx = np.flatnonzero(full >= kth)
+                    row_top = full[row_idx]
+                pos = row_idx.astype(np.int64)
+                out[r] = self._hits(pos if ids is None else ids[pos], row_top, topk)
         return out
 
     def _approximate(self, q: np.ndarray, topk: int, allowed: list[Modality | None]) -> list[list[Hit]]:
