@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..config import RESUME_MAY_CHANGE, Config, config_differences, config_from_dict, upgrade_saved_config
 from ..core import ConfigError, TrainingError
-from ..utils.atomic import clean_leftovers
-from .layout import CELL_DONE, CELL_FAILED, BenchDir, file_lock
+from ..utils.atomic import clean_leftovers, file_lock
+from .layout import CELL_DONE, CELL_FAILED, BenchDir
 from .spec import SELECTIONS, BenchSpec, Cell, DatasetEntry
 
 if TYPE_CHECKING:  # runs/ imports torch: a cell imports it when it runs, not when the command line loads
@@ -82,7 +82,7 @@ def prepare_dataset(spec: BenchSpec, bench: BenchDir, dataset: DatasetEntry, *, 
         from ..data.synthetic import synthesize
 
         root.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(root.parent / f".{root.name}.lock", wait=True, busy=""):
+        with file_lock(root.parent / f".{root.name}.lock"):
             res = synthesize(out=root, progress=progress, **synth)
             if not res.up_to_date:
                 log.info("[bench] synthesised %s: %d images in %.1f s", root, res.images, res.seconds)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import StorageError
-from ..utils.atomic import storage_error, write_json
+from ..utils.atomic import file_lock, write_json
 
 if TYPE_CHECKING:  # runs/ imports torch; the bench's command line must not
     from ..runs import RunDir
@@ -92,45 +90,14 @@ class BenchDir:
     @contextlib.contextmanager
     def lock(self, what: str = "vireid bench") -> Iterator[None]:
         """Hold BENCH/.bench.lock: one driver (or leaderboard writer) at a time; StorageError when it is held."""
-        with file_lock(self.lock_file, wait=False,
-                       busy=f"another vireid bench is running on {self.path} (lock {self.lock_file} is held); wait "
-                            f"for it to finish, or choose another --out"):
+        busy = (f"another vireid bench is running on {self.path} (lock {self.lock_file} is held); wait for it to "
+                "finish, or choose another --out")
+        with file_lock(self.lock_file, timeout=0, busy=lambda: StorageError(busy)):
             yield
 
     @contextlib.contextmanager
     def cell_lock(self, cell_id: str) -> Iterator[None]:
         """Hold the cell's lock (waiting for another process that runs it): one writer of a cell's files."""
-        with file_lock(self.cell_lock_file(cell_id), wait=True, busy=""):
+        with file_lock(self.cell_lock_file(cell_id)):
             yield
 
-
-@contextlib.contextmanager
-def file_lock(path: Path, *, wait: bool, busy: str, poll_s: float = 0.2) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (fcntl.flock; released by the kernel when the holder dies, even by
-    SIGKILL). `wait`: block until it is free; else StorageError(`busy`) at once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks; one writer is the user's job
-        yield
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
-    except OSError as exc:
-        raise storage_error(exc, path) or StorageError(f"cannot create the lock {path}: {exc}") from None
-    try:
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait:
-                    raise StorageError(busy) from None
-                time.sleep(poll_s)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")  # who holds it, for a person looking
-        fh.flush()
-        yield
-    finally:
-        fh.close()

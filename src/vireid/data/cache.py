@@ -24,11 +24,10 @@ lists are left in place (delete them by hand to reclaim disk space).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..core import DatasetError, Sample
-from ..utils.atomic import atomic_path, write_json
+from ..utils.atomic import atomic_path, file_lock, write_json
 
 _load_rgb: Callable[[str | Path], Image.Image] | None
 try:  # the project's decoder (DatasetError naming the path); a PIL fallback keeps this module standalone
@@ -107,22 +106,6 @@ def cache_key(paths: Sequence[str], height: int, width: int) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _build_lock(cache_dir: Path) -> Iterator[None]:
-    """Exclusive advisory lock so concurrent ranks build a cache once; a no-op without fcntl."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(cache_dir / ".vireid-image-cache.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 class ImageCache:
     """A read-only (N, H, W, 3) uint8 memmap of decoded, resized images with its file list."""
 
@@ -158,7 +141,8 @@ class ImageCache:
         key = cache_key(paths, height, width)
         stem = f"{_PREFIX}-{int(height)}x{int(width)}-n{len(paths)}-{key[:16]}"
         npy, sidecar = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
-        with _build_lock(cache_dir):
+        # one builder at a time: concurrent ranks build a cache once
+        with file_lock(cache_dir / ".vireid-image-cache.lock"):
             existing = cls._try_open(npy, sidecar, key, len(paths), height, width)
             if existing is not None:
                 return existing

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..core import GalleryIndexError, Modality
 from ..data.images import IMAGE_EXTENSIONS
-from ..utils.atomic import atomic_dir, atomic_path, clean_leftovers, recover_dir, storage_error, write_json
+from ..utils.atomic import atomic_dir, atomic_path, clean_leftovers, file_lock, recover_dir, storage_error, write_json
 
 log = logging.getLogger(__name__)
 
@@ -199,27 +199,9 @@ def index_lock(directory: str | Path, timeout: float = LOCK_TIMEOUT_S) -> Iterat
     its two renames and remove the temporary files of killed writers. GalleryIndexError after `timeout` s."""
     d = Path(directory).expanduser()
     path = lock_file(d)
-    try:
-        import fcntl  # noqa: PLC0415 - POSIX only
-    except ImportError:  # pragma: no cover - Windows: no advisory locks; one writer is the user's job
-        yield d
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
-    except OSError as exc:
-        raise storage_error(exc, path) or GalleryIndexError(f"cannot create the index lock {path}: {exc}") from None
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise GalleryIndexError(f"the gallery index {d} is being written by another process (lock {path}) "
-                                            f"for more than {timeout:.0f} s; try again when it has finished") from None
-                time.sleep(0.05)
+    busy = (f"the gallery index {d} is being written by another process (lock {path}) for more than {timeout:.0f} s; "
+            "try again when it has finished")
+    with file_lock(path, timeout=timeout, busy=lambda: GalleryIndexError(busy)):
         if recover_dir(d):
             log.warning("restored %s from its previous version (a save was interrupted)", d)
         clean_leftovers(d)
@@ -227,8 +209,6 @@ def index_lock(directory: str | Path, timeout: float = LOCK_TIMEOUT_S) -> Iterat
             for p in d.glob(".*.tmp"):
                 p.unlink(missing_ok=True)
         yield d
-    finally:
-        fh.close()  # releases the lock
 
 
 def _npy_header(rows: int, dim: int) -> bytes:

@@ -14,7 +14,8 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,43 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, *, timeout: float | None = None, busy: Callable[[], Exception] | None = None,
+              poll_s: float = 0.05) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on `path` (fcntl.flock: the kernel releases it when the holder dies, even by
+    SIGKILL). timeout None: wait for it; otherwise raise busy() (default: a StorageError naming the file) once it
+    has been held for `timeout` s (0: at once). The holder's pid is written into the file for a person looking; a
+    no-op where fcntl is missing (Windows)."""
+    path = Path(path).expanduser()
+    if busy is None:
+        busy = lambda: StorageError(f"{path} is held by another process (its pid is in the file); wait for it to "  # noqa: E731
+                                    "finish")
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+    except ImportError:  # pragma: no cover - Windows: no advisory locks; one writer is the user's job
+        yield path
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise storage_error(exc, path) or StorageError(f"cannot create the lock file {path}: {exc}") from None
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise busy() from None
+                time.sleep(poll_s)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield path
+    finally:
+        fh.close()  # releases the lock
