@@ -1,4 +1,4 @@
-"""The demo reads its dataset once (training, the four evaluations and the rank list share it) and writes its
+"""The demo reads its dataset once (training, the four evaluations and the report share it) and writes the run's
 report; the numbers themselves are checked on the full demo (see the issue notes), not here."""
 
 from __future__ import annotations
@@ -29,5 +29,8 @@ def test_demo_reads_its_dataset_once_and_writes_its_report(tmp_path, monkeypatch
     saved = json.loads((tmp_path / "out" / "demo.json").read_text())
     assert saved["trained"] == demo["trained"] and set(saved["trained"]) == {"all", "indoor"}
     report = (tmp_path / "out" / "report.html").read_text()
-    assert "<pre>SYSU-layout synthetic set" in report and 'src="ranklist.png"' in report
-    assert (tmp_path / "out" / "ranklist.png").stat().st_size > 1000
+    assert '<section id="demo">' in report and "<pre>SYSU-layout synthetic set" in report
+    for name in ("training_curves", "cmc", "ranklist_best", "tsne", "modality_gap", "camera_rank1"):
+        assert f'src="figures/{name}.png"' in report
+        assert (tmp_path / "out" / "figures" / f"{name}.png").stat().st_size > 1000
+    assert saved["report_seconds"] > 0

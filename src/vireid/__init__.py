@@ -33,6 +33,7 @@ __all__ = [
     "TrainingError", "VireidError",
     "register_dataset", "register_method", "register_protocol", "__version__", "FeatureExtractor", "convert_official",
     "run_bench",
+    "make_report",
 ]
 
 
@@ -45,6 +46,10 @@ def __getattr__(name: str):
         from .convert.official import convert_official
 
         return convert_official
+    if name == "make_report":
+        from .report.build import make_report
+
+        return make_report
     if name == "run_bench":
         from .bench import run_bench
 

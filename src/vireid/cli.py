@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "vireid.data.cli",  # data check
     "vireid.engine.cli",  # train, eval
     "vireid.demo",  # demo
+    "vireid.report.cli",  # report, viz
     "vireid.serve.cli",  # index, search, serve, export
     "vireid.convert.cli",  # convert
     "vireid.bench.cli",  # bench

@@ -122,6 +122,8 @@ class TrainConfig:
     log_every: int = 10
     select_best: str = "none"  # none (report last) | val (the held-out val identities)
     progress: bool = True
+    # at each validation, log a rank-list and a t-SNE figure of the validation set to TensorBoard (needs vireid[viz])
+    tensorboard_figures: bool = False
 
 
 @dataclass
@@ -423,7 +425,8 @@ def check_values(cfg: Config) -> None:
 #: Keys a resumed run may change: they say how long to train, how to report, where the data lies and how to
 #: evaluate, not how the steps so far were taken. `eval` covers the whole section ("eval.*").
 RESUME_MAY_CHANGE: tuple[str, ...] = ("train.epochs", "train.progress", "train.log_every", "train.checkpoint_every",
-                                      "train.device", "data.root", "data.cache_dir", "data.num_workers", "eval")
+                                      "train.tensorboard_figures", "train.device", "data.root", "data.cache_dir",
+                                      "data.num_workers", "eval")
 
 
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:

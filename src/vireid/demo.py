@@ -1,6 +1,7 @@
 """`vireid demo`: synthesise a SYSU-layout set, train a synthetic preset on the CPU (the baseline unless
 `--config` names another), compare with the untrained network under SYSU all-search and indoor-search
-(single-shot, 10 trials), write a report (with translated images for a generative method).
+(single-shot, 10 trials), write the run's HTML report (`vireid.report`: curves, results, rank lists, embeddings,
+the modality gap, per-camera rank-1 and the method's own pictures) as <out>/report.html with figures/ beside it.
 
 The presets are the shipped `configs/synthetic/*.yaml`, found as package data (`vireid.configs`),
 so the demo runs from an installed wheel in any directory. Importing this module does not import torch.
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 DEMO_DATA: dict[str, Any] = {"layout": "sysu", "ids": 240, "images_per_camera": 5, "size": (128, 64),
                              "difficulty": 0.5, "seed": 0}
 MODES = ("all", "indoor")
+# the report shows the all-search protocol the demo's table starts with
+REPORT_OPTIONS = {"mode": "all", "shots": 1, "gallery_sampler": "agw", "trials": 10}
 
 
 def _summary(results: Any, kind: str = "bn") -> dict[str, float]:
@@ -38,6 +41,7 @@ def run_demo(out: Path, *, data_root: Path = Path("data/synthetic-sysu"), epochs
     from .engine.evaluate import evaluate_method
     from .engine.trainer import Trainer, ensure_dataset
     from .methods import build_method
+    from .report.build import build_report, demo_section
     from .runs import RunDir
     from .utils.atomic import write_json
     from .utils.seed import seed_everything
@@ -72,16 +76,17 @@ def run_demo(out: Path, *, data_root: Path = Path("data/synthetic-sysu"), epochs
                                   features=("bn", "pool"), meta={"model": label})
             rows[label][mode] = _summary(res, "bn")
     seconds = time.perf_counter() - t0
-    demo = {"trained": rows["trained"], "untrained": rows["untrained"], "seconds": seconds}
-    write_json(out / "demo.json", demo)
     table = format_demo_table(rows)
     print(table)
-    ranklist = out / "ranklist.png"
-    draw_ranklist(trained, cfg, dataset, ranklist)
-    translations = draw_translations(trained, cfg, dataset, out / "translations.png")
-    write_demo_report(out / "report.html", table, demo, ranklist.name, cfg,
-                      translations.name if translations else None)
-    log.info("[demo] done in %.0fs: %s, %s, %s", seconds, out / "demo.json", out / "report.html", ranklist)
+    log.info("[demo] writing the report (features, evaluation, figures)")
+    t_report = time.perf_counter()
+    page = build_report(trained, cfg, dataset.test, out=out, run=run, protocol="sysu", options=dict(REPORT_OPTIONS),
+                        root=dataset.root, device="cpu", progress=progress, title="vireid demo",
+                        intro=[demo_section(table, seconds)])
+    demo = {"trained": rows["trained"], "untrained": rows["untrained"], "seconds": seconds,
+            "report_seconds": time.perf_counter() - t_report}
+    write_json(out / "demo.json", demo)
+    log.info("[demo] done in %.0fs: %s, %s", time.perf_counter() - t0, out / "demo.json", page)
     return demo
 
 
@@ -99,28 +104,6 @@ def format_demo_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def draw_ranklist(method: Any, cfg: Any, dataset: Any, path: Path, num_queries: int = 6, topk: int = 8) -> Path:
-    """Infrared queries with their top visible matches; correct matches framed green, wrong ones red."""
-    import torch
-
-    from .core import Modality
-    from .inference import make_extractor
-    from .viz import CORRECT, QUERY, WRONG, RankRow, Tile, render_ranklist
-
-    gallery = sorted(s for s in dataset.test if s.modality is Modality.VISIBLE)
-    irs = sorted(s for s in dataset.test if s.modality is Modality.INFRARED)
-    step = max(len(irs) // num_queries, 1)
-    queries = irs[::step][:num_queries]
-    feats = make_extractor(method.eval(), cfg.data.height, cfg.data.width, "cpu", kinds=("bn",))(
-        queries + gallery)["bn"]
-    q, g = feats[: len(queries)], feats[len(queries):]
-    order = torch.argsort(-(q @ g.T), dim=1, stable=True)[:, :topk]
-    rows = [RankRow(Tile(qs.path, colour=QUERY),
-                    [Tile(gallery[gi].path, colour=CORRECT if gallery[gi].pid == qs.pid else WRONG) for gi in row])
-            for qs, row in zip(queries, order.tolist(), strict=True)]
-    return render_ranklist(rows, path, tile=(cfg.data.height, cfg.data.width))
-
-
 def draw_translations(method: Any, cfg: Any, dataset: Any, path: Path, pairs: int = 6) -> Path | None:
     """A generative method's translations of same-identity test pairs into `path`; None (nothing written) when
     the method makes no images."""
@@ -131,33 +114,6 @@ def draw_translations(method: Any, cfg: Any, dataset: Any, path: Path, pairs: in
     if not images:
         return None
     return render_translations(images, path, tile=(cfg.data.height * 2, cfg.data.width * 2))
-
-
-def write_demo_report(path: Path, table: str, demo: dict, ranklist: str, cfg: Any,
-                      translations: str | None = None) -> Path:
-    """The demo's self-contained HTML report."""
-    from .viz import Block, write_report
-
-    variant = getattr(cfg.method, "variant", "")
-    extra = [] if translations is None else [
-        Block("h2", "Translated images"),
-        Block("p", "Each row is one person of the test set: the real visible image, its translation into the infrared "
-                   "style, the real infrared image, its translation into the visible style, then the within-modality "
-                   "and cycle reconstructions."),
-        Block("img", translations, "translated images"),
-    ]
-    return write_report(path, "vireid demo", [
-        Block("p", f"Method {cfg.method.name}{f' ({variant})' if variant else ''}, {cfg.model.arch}, "
-                   f"{cfg.data.height}x{cfg.data.width}, {cfg.train.epochs} epochs on the CPU, trained and evaluated "
-                   "on the built-in synthetic SYSU-layout set (not the real SYSU-MM01). "
-                   f"Total time {demo['seconds']:.0f} s."),
-        Block("pre", table),
-        Block("h2", "Rank lists"),
-        Block("p", "Infrared queries (blue) and their top visible matches: green = same person, red = another "
-                   "person."),
-        Block("img", ranklist, "rank lists"),
-        *extra,
-    ])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -82,6 +82,11 @@ class Trainer:
         self.dist = D.init_distributed(cfg.train.device)
         self.device = D.resolve_device(cfg.train.device, self.dist)
         self._dataset = dataset
+        self.last_validation_epoch: int | None = None  # the 0-based epoch of the last validation
+        if cfg.train.tensorboard_figures:
+            from .callbacks import ValidationFigures
+
+            self.callbacks.append(ValidationFigures())
         if resume is None and self.run.is_trained:
             raise TrainingError(f"{self.run_dir} already holds a trained run ({self.run.checkpoint('last')}); pass "
                                 "--resume auto to continue it, or choose another --out")
@@ -300,6 +305,7 @@ class Trainer:
         results = run_trials(self.method, self.cfg, [validation_trial(self.dataset.val)], self.device, self.dist,
                              features=("bn",), progress=False)
         r1 = float(results["bn"]["rank1"])
+        self.last_validation_epoch = epoch
         if metrics is not None:
             metrics.log({"kind": "val", "epoch": epoch, "step": self.stepper.global_step, "rank1": r1},
                         self.stepper.global_step)
