@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/vireid demo --out runs/demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # ruff (lint and import order) and mypy (types of src/vireid); settings in pyproject.toml, see CONTRIBUTING.md
 lint: install

@@ -463,16 +463,17 @@ def test_the_agw_codes_base_network_converts_when_named(tmp_path, officials):
 def test_a_wrong_class_count_is_refused_naming_the_tensors(tmp_path, officials, capsys):
     (agw, _), (mpanet, _), (jsia, _) = (officials[s, True] for s in ("agw", "mpanet", "jsia"))
     out = tmp_path / "run"
-    msg = _refused("agw", agw, out, r"shape mismatch: classifier\.weight \(checkpoint \(4, 512\) vs \(5, 512\)\)",
+    msg = _refused("agw", agw, out,
+                   r"1 shape mismatch\(es\): classifier\.weight \(checkpoint \(4, 512\) vs model \(5, 512\)\)",
                    num_classes=5)
     assert "classifier has 4 identities, 5 were asked for" in msg
-    msg = _refused("mpanet", mpanet, out, r"shape mismatch: ", num_classes=5)
+    msg = _refused("mpanet", mpanet, out, r"\d shape mismatch\(es\): ", num_classes=5)
     for name in ("classifier.weight", "visible_classifier.weight", "infrared_classifier_.weight"):
         assert name in msg
     inconsistent = official_mpanet()
     inconsistent["visible_classifier.weight"] = inconsistent["visible_classifier.weight"][:3]
     bad, _ = write_official("mpanet", tmp_path / "bad", state=inconsistent)
-    _refused("mpanet", bad, out, r"visible_classifier\.weight \(checkpoint \(3, 3584\) vs \(4, 3584\)\)")
+    _refused("mpanet", bad, out, r"visible_classifier\.weight \(checkpoint \(3, 3584\) vs model \(4, 3584\)\)")
     _refused("jsia", jsia, out, r"classifier\.fc\.weight \(checkpoint \(4, 512\) vs model \(5, 512\)\)", num_classes=5)
     # the command line: one line naming the tensor, exit code 2, no traceback
     assert cli_main(["convert", "--from", "agw", str(agw), "--out", str(out), "--num-classes", "5"]) == 2
@@ -485,8 +486,8 @@ def test_missing_and_unexpected_tensors_are_named(tmp_path):
     del sd["backbone.layer2.1.conv2.weight"]
     sd["bn_neck.extra"] = torch.zeros(3)
     ck, _ = write_official("mpanet", tmp_path / "bad", state=sd)
-    msg = _refused("mpanet", ck, tmp_path / "run", r"missing tensors: backbone\.layer2\.1\.conv2\.weight")
-    assert "unexpected tensors: bn_neck.extra" in msg
+    msg = _refused("mpanet", ck, tmp_path / "run", r"1 missing key\(s\): backbone\.layer2\.1\.conv2\.weight")
+    assert "1 unexpected key(s): bn_neck.extra" in msg
     sd = official_mpanet()
     sd["center_loss.centers"] = torch.zeros(NUM_CLASSES, 3584)  # the optional center loss: left out, listed
     ck, _ = write_official("mpanet", tmp_path / "mpanet", state=sd)

@@ -62,7 +62,7 @@ def test_wrong_method_checkpoint_is_refused(data_root, tmp_path):
         load_model_state(model, model.state_dict(), source="x.pt", method="cmgan", expected_method="baseline")
     state = dict(model.state_dict())
     state["extra.weight"] = state.pop("classifier.weight" if "classifier.weight" in state else next(iter(state)))
-    with pytest.raises(CheckpointError, match=r"missing keys: .*unexpected keys: extra.weight"):
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): .*; 1 unexpected key\(s\): extra\.weight"):
         load_model_state(model, state, source="x.pt")
 
 

@@ -77,5 +77,6 @@ def test_save_load_round_trip_reproduces_embed(method_name, tmp_path):
 def test_wrong_number_of_classes_is_refused(method_name, tmp_path):
     cfg, method = _build(method_name)
     other = build_method(cfg, NUM_CLASSES + 1)
-    with pytest.raises(CheckpointError, match=r"shape mismatch: .*checkpoint"):
+    shapes = r"\d+ shape mismatch\(es\): \S+ \(checkpoint \([\d, ]+\) vs model \([\d, ]+\)\)"
+    with pytest.raises(CheckpointError, match=shapes):
         load_model_state(other, method.state_dict(), source="ckpt.pt")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tests.conftest import SESSION_PREFIX
 from tests.engine_fixtures import make_tiny_sysu, tiny_train_config
 
 _RUN: dict[str, Path] = {}
@@ -17,7 +18,7 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     if "run" not in _RUN:
         from vireid.engine.trainer import Trainer
 
-        base = tmp_path_factory.mktemp("serve_run")
+        base = tmp_path_factory.mktemp(SESSION_PREFIX + "serve_run")
         data = make_tiny_sysu(base / "sysu")
         run = base / "run"
         Trainer(tiny_train_config(data, "train.epochs=1"), run).fit()

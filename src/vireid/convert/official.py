@@ -35,6 +35,7 @@ from ..models.backbone import NON_LOCAL_COUNTS
 from ..runs.checkpoint import REQUIRED_KEYS, load_model_state, read_foreign_weights, save_checkpoint
 from ..runs.run_dir import RunDir, environment, git_revision
 from ..utils.atomic import storage_error, write_json, write_text
+from ..utils.state_dicts import key_problems, listing, shape_mismatch
 from .sources import DATASETS, SOURCES, OfficialSource
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class ConvertedRun:
                  f"{'on' if t.flip else 'off'}, {t.distance}, {t.protocol} {dict(t.options)}"]
         if self.ignored:
             shown = self.ignored if self.source == "jsia" else _prefixes(self.ignored)
-            lines.append(f"  left out, never read by the official forward: {_summarise(shown, 4)}")
+            lines.append(f"  left out, never read by the official forward: {listing(shown, 4)}")
         lines.append(f"  evaluate: vireid eval {self.path} --data-root DATASET_ROOT")
         return "\n".join(lines)
 
@@ -121,11 +122,6 @@ def sha256_of(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _summarise(items: Sequence[str], n: int = 6) -> str:
-    items = list(items)
-    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
 def _prefixes(keys: Sequence[str]) -> list[str]:
@@ -174,7 +170,7 @@ def unwrap_state_dict(data: Any, path: Path, source: OfficialSource) -> tuple[St
         state = {k[len(_PREFIX):]: v for k, v in state.items()}
     elif prefixed:
         raise CheckpointError(f"{path}: some tensors carry DataParallel's 'module.' prefix and some do not "
-                              f"({_summarise(prefixed, 3)}); re-save the state dict of one model")
+                              f"({listing(prefixed, 3)}); re-save the state dict of one model")
     return state, meta
 
 
@@ -249,7 +245,7 @@ def infer_options(source: OfficialSource, state: Mapping[str, Any], path: Path) 
         has_nl = any(k.startswith("NL_") for k in state)
         if source.name == "lba":
             if has_nl:
-                nl = _summarise(sorted(k for k in state if k.startswith("NL_")), 3)
+                nl = listing(sorted(k for k in state if k.startswith("NL_")), 3)
                 raise CheckpointError(f"{path} is not an official LbA checkpoint: it holds non-local blocks ({nl}), "
                                       "which LbA's network does not have; it looks like an AGW / CAJ checkpoint "
                                       "(--from agw or --from caj)")
@@ -374,7 +370,7 @@ def _assemble(method: Method, source: OfficialSource, official: StateDict, path:
         if name in official:
             used.add(name)
             if tuple(official[name].shape) != tuple(own[key].shape):
-                mismatched.append(f"{name} (checkpoint {tuple(official[name].shape)} vs {tuple(own[key].shape)})")
+                mismatched.append(shape_mismatch(name, official[name].shape, own[key].shape))
             state[key] = official[name]
         elif key.endswith("num_batches_tracked"):  # PyTorch < 0.4.1 saved no counter
             state[key] = own[key]
@@ -384,13 +380,7 @@ def _assemble(method: Method, source: OfficialSource, official: StateDict, path:
     unused = _UNUSED["mpanet" if source.name == "mpanet" else "two_stream"]
     ignored = [k for k in official if k not in used and unused.search(k)]
     unexpected = [k for k in official if k not in used and not unused.search(k)]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors: {_summarise(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {_summarise(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch: {_summarise(mismatched, 6)}")
+    problems = key_problems(missing, unexpected, mismatched)
     if problems:
         hint = ""
         if num_classes != inferred_classes:

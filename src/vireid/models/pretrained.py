@@ -20,6 +20,7 @@ import torch
 import torchvision
 
 from ..core import CheckpointError, as_path
+from ..utils.state_dicts import key_problems, shape_mismatch
 from .backbone import widen_conv1_weight
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 # Older releases of the same V1 weights under their original file names; accepted from the cache.
 _LEGACY_V1_FILES = {"resnet50": "resnet50-19c8e357.pth", "resnet18": "resnet18-5c106cde.pth"}
-_SHOW = 5  # keys listed in an error message before "... and N more"
 
 
 @dataclass
@@ -109,11 +109,6 @@ def torchvision_key(backbone: ResNetBackbone, key: str) -> str | None:
     raise ValueError(f"unexpected backbone state-dict key {key!r}")  # a structure change not handled here
 
 
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(repr(k) for k in keys[:_SHOW])
-    return shown + (f" ... and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
-
-
 def load_state_dict_into(backbone: ResNetBackbone, state: Mapping[str, torch.Tensor], source: str) -> PretrainedReport:
     """Copy a torchvision ResNet state dict into `backbone`, strictly (fc.* dropped, non-local kept)."""
     ours = backbone.state_dict()
@@ -137,16 +132,9 @@ def load_state_dict_into(backbone: ResNetBackbone, state: Mapping[str, torch.Ten
         widenable = tv == "conv1.weight" and value.dim() == 4 and value.shape[1] == 3 and want[1] > 3 \
             and tuple(value.shape[:1] + value.shape[2:]) == want[:1] + want[2:]
         if tuple(value.shape) != want and not widenable:
-            mismatched.append(f"{tv!r}: file {tuple(value.shape)} vs model {want}")
+            mismatched.append(shape_mismatch(tv, value.shape, want))
     if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_listing(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(mismatched[:_SHOW])}"
-                         + (f" ... and {len(mismatched) - _SHOW} more" if len(mismatched) > _SHOW else ""))
+        parts = key_problems(missing, unexpected, mismatched)
         hint = ""
         if unexpected and all(k.startswith("module.") for k in unexpected):
             hint = " The keys start with 'module.' (a DataParallel/DDP save): strip that prefix first."

@@ -22,6 +22,7 @@ import torch
 
 from ..core import CheckpointError
 from ..utils.atomic import atomic_path
+from ..utils.state_dicts import key_problems, shape_mismatch
 
 #: 1: numpy RNG state as a numpy array (vireid <= 0.2); 2: every value a tensor or a plain Python value.
 FORMAT_VERSION = 2
@@ -142,11 +143,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _summarise(keys: list[str], n: int = 8) -> str:
-    head = ", ".join(keys[:n])
-    return head + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str,
                      method: str | None = None, expected_method: str | None = None) -> None:
     """Load `state` into `model` strictly: other method, missing, unexpected or mis-shaped keys are refused."""
@@ -156,14 +152,7 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], *, 
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_summarise(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_summarise(unexpected)}")
-    if mismatched:
-        problems.append("shape mismatch: " + _summarise(
-            [f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})" for k in mismatched], 4))
+    problems = key_problems(missing, unexpected, [shape_mismatch(k, state[k].shape, own[k].shape) for k in mismatched])
     if problems:
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems)
                               + ". Was it trained with another config or number of classes?")
