@@ -124,6 +124,13 @@ class TrainConfig:
     progress: bool = True
     # at each validation, log a rank-list and a t-SNE figure of the validation set to TensorBoard (needs vireid[viz])
     tensorboard_figures: bool = False
+    # torchrun runs: SyncBatchNorm (statistics of the global batch; CUDA only) instead of per-rank BatchNorm
+    # statistics averaged once per epoch; ignored in a single process
+    sync_bn: bool = False
+    # speed options, off until measured faster (docs/performance.md "Training throughput"): channels_last memory
+    # format for the network and its images; torch.compile of the method's forward (in place, same state_dict keys)
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -425,8 +432,8 @@ def check_values(cfg: Config) -> None:
 #: Keys a resumed run may change: they say how long to train, how to report, where the data lies and how to
 #: evaluate, not how the steps so far were taken. `eval` covers the whole section ("eval.*").
 RESUME_MAY_CHANGE: tuple[str, ...] = ("train.epochs", "train.progress", "train.log_every", "train.checkpoint_every",
-                                      "train.tensorboard_figures", "train.device", "data.root", "data.cache_dir",
-                                      "data.num_workers", "eval")
+                                      "train.tensorboard_figures", "train.device", "train.channels_last",
+                                      "train.compile", "data.root", "data.cache_dir", "data.num_workers", "eval")
 
 
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -14,6 +15,7 @@ import torch
 from ..config import (
     RESUME_MAY_CHANGE,
     Config,
+    TrainConfig,
     check_eval_options,
     config_differences,
     config_from_dict,
@@ -30,7 +32,7 @@ from ..runs.checkpoint import RESUME_KEYS
 from ..utils import distributed as D
 from ..utils.seed import seed_everything
 from .callbacks import Callback
-from .stepper import TrainStepper, autocast, resolve_amp
+from .stepper import TrainIteration, TrainStepper, autocast, resolve_amp, wrap_ddp
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,21 @@ def ensure_dataset(cfg: Config, progress: bool = True) -> ReIDDataset:
             raise DatasetError(f"dataset root {root} does not exist (data.name={cfg.data.name}).{hint} "
                                "Or point data.root=DIR at your copy.")
     return load_dataset(cfg.data.name, root, **options_dict(cfg.data.options))
+
+
+def prepare_network(method: Method, train: TrainConfig, dist: D.DistInfo, device: torch.device) -> None:
+    """Apply `train.sync_bn` (distributed runs only), `train.channels_last` and `train.compile` to `method` in place.
+
+    None of them changes a state_dict key: SyncBatchNorm layers keep the BatchNorm layers' parameters and buffers,
+    channels_last only changes the strides of 4-d weights, and `nn.Module.compile` compiles `method.forward` (the
+    network) without the `_orig_mod.` wrapper `torch.compile(module)` would add.
+    """
+    if train.sync_bn and dist.initialized:
+        D.use_sync_batchnorm(method, device)
+    if train.channels_last:
+        method.to(memory_format=torch.channels_last)
+    if train.compile:
+        method.compile()
 
 
 class Trainer:
@@ -98,6 +115,7 @@ class Trainer:
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         self.dataset = self._dataset or ensure_dataset(cfg, self.progress and self.dist.is_main)
         self.method: Method = build_method(cfg, self.dataset.num_classes).to(self.device)
+        prepare_network(self.method, cfg.train, self.dist, self.device)
         if self.dist.initialized:
             D.broadcast_module(self.method)
         self.optimizers = self.method.optimizers()
@@ -105,8 +123,12 @@ class Trainer:
         scaler = None
         if self.amp_dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")
+        use_ddp = self.dist.initialized and self.method.data_parallel().ddp
+        # the Stepper averages gradients by hand only where DDP does not (the methods that declare ddp=False)
         self.stepper = TrainStepper(self.optimizers, scaler=scaler, grad_clip=cfg.train.grad_clip,
-                                    distributed=self.dist.initialized)
+                                    distributed=self.dist.initialized and not use_ddp)
+        self.iteration = TrainIteration(self.method, self.stepper,
+                                        wrap_ddp(self.method, self.device) if use_ddp else None)
         cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run.default_cache
         self.loader, self.sampler = build_train_loader(
             self.dataset, cfg.data, cfg.sampler, cfg.augment, cache_dir=cache_dir, seed=cfg.train.seed,
@@ -207,7 +229,7 @@ class Trainer:
                     for _, sched in self.optimizers.values():
                         if sched is not None:
                             sched.step()
-                if self.dist.initialized:
+                if self.dist.initialized:  # BN statistics differ by rank (but for SyncBatchNorm layers): average
                     D.average_buffers(self.method)
                 best = self._end_of_epoch(epoch, best, metrics)
                 for cb in self.callbacks:
@@ -246,8 +268,10 @@ class Trainer:
             if i >= total:
                 break
             batch = batch.to(self.device, non_blocking=True)
+            if cfg.train.channels_last:
+                batch = dataclasses.replace(batch, images=batch.images.contiguous(memory_format=torch.channels_last))
             with autocast(self.device, self.amp_dtype):
-                scalars = self.method.training_step(batch, self.stepper)
+                scalars = self.iteration(batch)
             self.stepper.global_step += 1
             images += len(batch) * self.dist.world_size
             for k, v in scalars.items():

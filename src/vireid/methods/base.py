@@ -60,6 +60,43 @@ class Stepper(Protocol):
 OptimizerEntry = tuple[torch.optim.Optimizer, Any]  # (optimizer, per-epoch LR scheduler or None)
 
 
+@dataclass
+class TrainingLoss:
+    """One batch's objective as `Method.training_loss` returns it: what to back-propagate and what to log.
+
+    `loss` goes into `optimizer` in one backward; `parts` (its terms) name a non-finite loss; `logs` are the
+    scalars `training_step` returns, read (`.item()`) only after the step. Tensors in `logs` must not change in
+    the step (losses, accuracies of this batch: never a parameter).
+    """
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    logs: dict[str, torch.Tensor | float]
+    optimizer: str = "main"
+
+    def scalars(self) -> dict[str, float]:
+        """`logs` as plain floats."""
+        return {k: float(v.item()) if isinstance(v, torch.Tensor) else float(v) for k, v in self.logs.items()}
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """How a multi-process (torchrun) run keeps a method's replicas identical; `Method.data_parallel` declares it.
+
+    `ddp=True`: the method's iteration is one `training_loss` (one objective, one optimizer, one backward), so the
+    engine runs `training_loss` inside the forward of a `DistributedDataParallel` wrapper and its bucketed
+    all-reduce overlaps the backward. `ddp=False`: the method steps several optimizers in its own order (GAN
+    alternation, gradients of several losses added up), so the Stepper averages each optimizer's gradients in one
+    flat all-reduce before stepping it. `find_unused_parameters`: some trained parameter may get no gradient in an
+    iteration (DDP then searches the graph every step, which costs time); `static_graph`: the set of parameters
+    used is the same every iteration (DDP may then skip work); both as `DistributedDataParallel` takes them.
+    """
+
+    ddp: bool = False
+    find_unused_parameters: bool = False
+    static_graph: bool = False
+
+
 @dataclass(frozen=True)
 class InferenceSpec:
     """What a method needs at test time; `vireid.inference` prepares images by it and nothing else.
@@ -80,8 +117,9 @@ class InferenceSpec:
 class Method(nn.Module):
     """A VI-ReID method: builds its network, trains one batch at a time, embeds images.
 
-    Subclasses set `Options` (a MethodOptions dataclass) and implement `training_step` and
-    `embed`. `optimizers` has a default for single-optimizer methods built from `cfg.optim`.
+    Subclasses set `Options` (a MethodOptions dataclass) and implement `embed` and either `training_loss` (one
+    objective for one optimizer; `data_parallel` may then declare DDP) or `training_step` (several optimizers in
+    the method's own order). `optimizers` has a default for single-optimizer methods built from `cfg.optim`.
     """
 
     Options: type = MethodOptions
@@ -122,8 +160,30 @@ class Method(nn.Module):
         return []
 
     def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
-        """Compute the losses of one batch, call `step(loss, name)`, return scalars to log."""
-        raise NotImplementedError
+        """Compute the losses of one batch, call `step(loss, name)`, return scalars to log.
+
+        Default: `training_loss`, then `apply_loss` (one step of its optimizer). A method that steps several
+        optimizers in its own order overrides this instead of implementing `training_loss`.
+        """
+        return self.apply_loss(self.training_loss(batch, step), step)
+
+    def training_loss(self, batch: Batch, step: Stepper) -> TrainingLoss:
+        """One batch's objective for one optimizer, computed without stepping (`step` tells the epoch and step).
+
+        Everything that makes gradients must happen here: under DDP (`data_parallel().ddp`) the engine calls this
+        inside the wrapper's forward and `apply_loss` after it returns, never `training_step`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither training_loss nor training_step")
+
+    def apply_loss(self, out: TrainingLoss, step: Stepper) -> dict[str, float]:
+        """Back-propagate `out.loss` and step `out.optimizer` (`step(loss, name, parts=...)`); the logged scalars."""
+        step(out.loss, out.optimizer, parts=out.parts)
+        return out.scalars()
+
+    def data_parallel(self) -> DataParallel:
+        """How torchrun runs keep replicas identical (see `DataParallel`); default: explicit gradient averaging,
+        right for any `training_step`. A method whose iteration is one `training_loss` declares `ddp=True`."""
+        return DataParallel()
 
     # ---- hooks the trainer calls (no-op defaults)
     def on_epoch_start(self, epoch: int) -> None:
@@ -159,4 +219,5 @@ class Method(nn.Module):
         return InferenceSpec(modality_specific=any(isinstance(m, ModalitySpecific) for m in self.modules()))
 
 
-__all__ = ["InferenceSpec", "Method", "MethodOptions", "OptimizerEntry", "Stepper", "modality_codes"]
+__all__ = ["DataParallel", "InferenceSpec", "Method", "MethodOptions", "OptimizerEntry", "Stepper", "TrainingLoss",
+           "modality_codes"]

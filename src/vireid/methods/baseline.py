@@ -11,7 +11,7 @@ from ..core import Batch, ConfigError, Modality
 from ..losses import batch_hard_triplet, caj_triplet, cross_entropy, weighted_regularized_triplet
 from ..models import BNNeck, Classifier, ResNetBackbone, build_pooling
 from ..registry import register_method
-from .base import Method, MethodOptions, Stepper, modality_codes
+from .base import DataParallel, Method, MethodOptions, Stepper, TrainingLoss, modality_codes
 
 VARIANTS = ("base", "agw", "caj")
 
@@ -55,7 +55,11 @@ class Baseline(Method):
         pooled = self.pool(self.backbone(images, modalities))
         return pooled, self.neck(pooled)
 
-    def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
+    def data_parallel(self) -> DataParallel:
+        """One objective, one optimizer: DDP; every parameter gets a gradient each step (both stems see images)."""
+        return DataParallel(ddp=True)
+
+    def training_loss(self, batch: Batch, step: Stepper) -> TrainingLoss:
         opts: BaselineOptions = self.cfg.method
         pooled, feat = self(batch.images, batch.modalities)
         logits = self.classifier(feat)
@@ -67,10 +71,10 @@ class Baseline(Method):
         else:
             tri = caj_triplet(pooled, batch.labels, alpha=opts.caj_alpha, gamma=opts.caj_gamma)
         loss = ce + opts.triplet_weight * tri
-        step(loss, "main", parts={"ce": ce, "triplet": tri})
         with torch.no_grad():
             acc = (logits.argmax(1) == batch.labels).float().mean()
-        return {"loss": loss.item(), "ce": ce.item(), "triplet": tri.item(), "acc": acc.item()}
+        return TrainingLoss(loss, {"ce": ce, "triplet": tri},
+                            {"loss": loss, "ce": ce, "triplet": tri, "acc": acc})
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, modality: Modality | torch.Tensor) -> dict[str, torch.Tensor]:

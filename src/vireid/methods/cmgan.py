@@ -42,7 +42,7 @@ from ..models.discriminator import IdHead, ModalityDiscriminator
 from ..optim import build_optimizer, build_scheduler
 from ..registry import register_method
 from ..utils.seed import numpy_rng
-from .base import Method, MethodOptions, OptimizerEntry, Stepper, modality_codes
+from .base import DataParallel, Method, MethodOptions, OptimizerEntry, Stepper, modality_codes
 
 MODES = ("split", "literal")
 ALTERNATE_OVER = ("iterations", "epochs")
@@ -144,6 +144,12 @@ class CmGAN(Method):
         gen = [p for p in self.generator_parameters() if p.requires_grad]
         return [{"params": [p for p in gen if id(p) not in head], "lr_mult": self.cfg.optim.backbone_lr_mult},
                 {"params": [p for p in gen if id(p) in head], "lr_mult": 1.0}]
+
+    def data_parallel(self) -> DataParallel:
+        """Explicit gradient averaging, not DDP: split mode alternates two optimizers (a D-step updates only the
+        discriminator, on detached features; a G-step freezes it by requires_grad), so which parameters get
+        gradients changes from step to step; each step averages the stepped optimizer's gradients."""
+        return DataParallel(ddp=False)
 
     def optimizers(self) -> dict[str, OptimizerEntry]:
         """split: {"gen": lr = optim.lr, "disc": lr = method.disc_lr}; literal: {"main"} over all parameters."""

@@ -43,7 +43,7 @@ from ..models import BNNeck, Classifier, ResNetBackbone, Stem
 from ..models.generative import MultiScaleDiscriminator, VAEGen
 from ..registry import register_method
 from ..utils.tensors import modality_codes
-from .base import InferenceSpec, Method, MethodOptions, OptimizerEntry, Stepper
+from .base import DataParallel, InferenceSpec, Method, MethodOptions, OptimizerEntry, Stepper
 from .generative import (
     adam_betas,
     check_betas,
@@ -265,6 +265,11 @@ class D2RL(Method):
         dis = [*self.discriminator_rgb.parameters(), *self.discriminator_ir.parameters()]
         reid = [*self.backbone.parameters(), *self.head_parameters()]
         return {"gen": gen, "dis": dis, "reid": reid}
+
+    def data_parallel(self) -> DataParallel:
+        """Explicit gradient averaging, not DDP: one iteration backs up two objectives into three optimizers (the
+        discriminators every `dis_every`-th step, then the generators with T_F), from one translation pass."""
+        return DataParallel(ddp=False)
 
     def optimizers(self) -> dict[str, OptimizerEntry]:
         """Adam x 3 [paper: lr 2e-4, betas (0.5, 0.999)]: gen and dis at lr_gan with UNIT's weight decay 1e-4; reid

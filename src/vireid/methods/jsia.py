@@ -46,7 +46,7 @@ from ..models import BNNeck, Classifier, ResNetBackbone, Stem
 from ..models.generative import AdaINGenerator, MultiScaleDiscriminator
 from ..registry import register_method
 from ..utils.tensors import modality_codes
-from .base import Method, MethodOptions, OptimizerEntry, Stepper
+from .base import DataParallel, Method, MethodOptions, OptimizerEntry, Stepper
 from .generative import (
     adam_betas,
     check_betas,
@@ -240,6 +240,11 @@ class JSIA(Method):
                *(self.variation.parameters() if self.variation is not None else [])]
         dis = [*self.discriminator_rgb.parameters(), *self.discriminator_ir.parameters()]
         return {"sl_enc": sl, "il_enc": il, "gen": gen, "dis": dis}
+
+    def data_parallel(self) -> DataParallel:
+        """Explicit gradient averaging, not DDP: one iteration adds up several backward passes (retained graphs,
+        gradients zeroed in between for some parts) and steps two or four optimizers, by phase."""
+        return DataParallel(ddp=False)
 
     def optimizers(self) -> dict[str, OptimizerEntry]:
         """Adam x 4, as the code: E_sl and E_il at optim.lr (4.5e-4), betas (0.9, 0.999), weight decay

@@ -20,7 +20,7 @@ from ..losses.lba import DT_REDUCTIONS, dense_triplet, id_consistency, lba_objec
 from ..models import BNNeck, Classifier, ResNetBackbone, build_pooling
 from ..models.cmalign import CMAlign, Pairs, cross_modal_pairs
 from ..registry import register_method
-from .base import InferenceSpec, Method, MethodOptions, Stepper, modality_codes
+from .base import DataParallel, InferenceSpec, Method, MethodOptions, Stepper, TrainingLoss, modality_codes
 
 ALIGN_STAGES = ("layer3", "layer4")
 TEST_FEATURES = ("bn", "pool")
@@ -79,7 +79,12 @@ class LbA(Method):
         return pooled, self.classifier(self.neck(pooled))
 
     # ---- training
-    def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
+    def data_parallel(self) -> DataParallel:
+        """One objective, one optimizer: DDP. CMAlign has no parameter and the BN-neck and classifier see the ID
+        batch every step, so every parameter gets a gradient each step, whatever `align_stages`."""
+        return DataParallel(ddp=True)
+
+    def training_loss(self, batch: Batch, step: Stepper) -> TrainingLoss:
         opts: LbAOptions = self.cfg.method
         labels, codes = batch.labels, batch.modalities
         # stage order fixed (layer3, layer4): it fixes the generator draws and, as in the official code,
@@ -115,13 +120,12 @@ class LbA(Method):
         dt = torch.stack(list(dt_terms.values())).sum() if dt_terms else zero
         loss = lba_objective(ce, tri, ic, dt, ic_weight=opts.ic_weight, dt_weight=opts.dt_weight)
         parts = {"ce": ce, "triplet": tri, "ic": ic, "dt": dt}
-        step(loss, "main", parts=parts)
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
-        scalars = {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}, "acc": acc.item()}
+        logs: dict[str, torch.Tensor | float] = {"loss": loss, **parts, "acc": acc}
         for stage, term in dt_terms.items():
-            scalars[f"dt_{stage}"] = term.item()
-        return scalars
+            logs[f"dt_{stage}"] = term
+        return TrainingLoss(loss, parts, logs)
 
     # ---- inference
     @torch.no_grad()

@@ -21,7 +21,7 @@ from ..models import BNNeck, Classifier, ResNetBackbone
 from ..models.backbone import STAGES
 from ..models.mpanet_modules import MAM, PAM
 from ..registry import register_method
-from .base import Method, MethodOptions, Stepper, modality_codes
+from .base import DataParallel, Method, MethodOptions, Stepper, TrainingLoss, modality_codes
 
 FAITHFUL_TO = ("code", "paper")
 LOSS_PARTS = ("sep", "cc", "ce", "ce_v", "ce_r", "kl")
@@ -157,7 +157,12 @@ class MPANet(Method):
         return self.pam.maps(self.feature_map(images, codes))
 
     # ---- training
-    def training_step(self, batch: Batch, step: Stepper) -> dict[str, float]:
+    def data_parallel(self) -> DataParallel:
+        """One objective, one optimizer: DDP. Every parameter gets a gradient each step (the classifiers, C_v on the
+        visible and C_r on the infrared images, which every batch holds); the EMA classifiers are buffers."""
+        return DataParallel(ddp=True)
+
+    def training_loss(self, batch: Batch, step: Stepper) -> TrainingLoss:
         opts: MPANetOptions = self.cfg.method
         labels = batch.labels
         vis, ir = batch.visible_mask, batch.infrared_mask
@@ -196,12 +201,10 @@ class MPANet(Method):
         parts = {"sep": sep, "cc": cc, "ce": ce, "ce_v": ce_v, "ce_r": ce_r, "kl": kl}
         loss = total_loss(parts, opts)
         assert isinstance(loss, torch.Tensor)  # every part is a tensor here
-        step(loss, "main", parts=parts)
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
-        return {"loss": loss.item(), "sep": sep.item(), "cc": cc.item(), "cc_pull": pull.item(),
-                "cc_push": push.item(), "ce": ce.item(), "ce_v": ce_v.item(), "ce_r": ce_r.item(),
-                "kl": kl.item(), "acc": acc.item()}
+        return TrainingLoss(loss, parts, {"loss": loss, "sep": sep, "cc": cc, "cc_pull": pull, "cc_push": push,
+                                          "ce": ce, "ce_v": ce_v, "ce_r": ce_r, "kl": kl, "acc": acc})
 
     # ---- inference
     @torch.no_grad()

@@ -73,16 +73,33 @@ def broadcast_module(module: torch.nn.Module) -> None:
 
 
 def average_buffers(module: torch.nn.Module) -> None:
-    """Average floating buffers (BN running statistics) across ranks so all ranks hold identical state."""
+    """Average floating buffers (BN running statistics) across ranks so all ranks hold identical state.
+
+    SyncBatchNorm layers (`train.sync_bn`) are skipped: they update their statistics from the statistics of the
+    whole global batch, so every rank holds the same values already.
+    """
     import torch.distributed as dist
 
     world = dist.get_world_size()
+    synced = {id(b) for m in module.modules() if isinstance(m, torch.nn.SyncBatchNorm) for b in m.buffers()}
     for b in module.buffers():
+        if id(b) in synced:
+            continue
         if b.dtype.is_floating_point:
             dist.all_reduce(b.data)
             b.data /= world
         else:
             dist.broadcast(b.data, src=0)
+
+
+def use_sync_batchnorm(module: torch.nn.Module, device: torch.device, key: str = "train.sync_bn") -> None:
+    """Replace every BatchNorm layer of `module` (not itself one) by a SyncBatchNorm in place, keeping its
+    parameters and buffers (same objects, so state_dict keys and optimizers are unchanged); CUDA only."""
+    if device.type != "cuda":
+        raise ConfigError(f"{key}=true needs CUDA devices (PyTorch's SyncBatchNorm does not run on the "
+                          f"{device.type}); set {key}=false, or train on GPUs")
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    assert converted is module  # a non-BN root is converted in place
 
 
 def barrier(info: DistInfo) -> None:
