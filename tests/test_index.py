@@ -309,3 +309,25 @@ def test_exact_paths_agree_on_random_galleries_and_mixed_filters(exact_path):
 def _reference_topk_mixed(q, idx, topk, mods):
     return [_reference_topk(q[i:i + 1], idx.vectors, idx._codes, topk, None if m is None else Modality.parse(m))[0]
             for i, m in enumerate(mods)]
+
+
+def test_faiss_takes_exact_search_from_its_blas_threshold_on(monkeypatch):
+    pytest.importorskip("faiss")
+    from vireid.serve import index as index_mod
+
+    monkeypatch.delenv("VIREID_EXACT_SEARCH", raising=False)
+    calls: list[int] = []
+    original = index_mod.GalleryIndex._exact_faiss
+
+    def spy(self, faiss, q, topk, allowed):
+        calls.append(len(q))
+        return original(self, faiss, q, topk, allowed)
+
+    monkeypatch.setattr(index_mod.GalleryIndex, "_exact_faiss", spy)
+    idx = _index(n=200, d=16)
+    q = _unit(np.random.default_rng(5), index_mod.FAISS_MIN_QUERIES, 16)
+    one = idx.search(q[:1], 5)  # one query: NumPy measured faster than FAISS's per-query path
+    assert calls == []
+    many = idx.search(q, 5)
+    assert calls == [index_mod.FAISS_MIN_QUERIES]
+    assert [h.id for h in one[0]] == [h.id for h in many[0]]

@@ -53,6 +53,10 @@ DEFAULT_PARAMS: dict[str, int] = {"nlist": 0, "nprobe": 16, "train_per_list": 64
 KIND_PARAMS: dict[str, tuple[str, ...]] = {"flat": (), "ivf": ("nlist", "nprobe", "train_per_list"),
                                            "hnsw": ("hnsw_m", "ef_search", "ef_construction")}
 _SCORE_BUDGET = 512 * 2 ** 20  # bytes of float32 scores per block of queries in exact search
+# Exact search goes through FAISS from this many queries at once (FAISS's own BLAS threshold): measured on 2 cores,
+# FAISS's k-NN beat NumPy by 1.3-1.5x for 256 queries on 5k-300k x 512 galleries (1.7x for 1000 on 1M) but ran
+# at 0.4-0.7x for one query (benchmarks/index_scale.py, docs/performance.md)
+FAISS_MIN_QUERIES = 20
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)  # what SQLite's INTEGER holds
 MAX_TAG_DEPTH = 8
 MAX_TAG_BYTES = 16 * 1024
@@ -432,6 +436,9 @@ class GalleryIndex:
         if not len(self):
             return [[] for _ in range(q.shape[0])]
         if self.kind == "flat":
+            faiss = _exact_faiss() if q.shape[0] >= FAISS_MIN_QUERIES else None
+            if faiss is not None:  # FAISS blocks its own work and keeps no score matrix: all queries in one call
+                return self._exact_faiss(faiss, q, topk, allowed)
             block = max(1, min(256, _SCORE_BUDGET // (4 * len(self))))
             out: list[list[Hit]] = []
             for j in range(0, q.shape[0], block):
@@ -444,11 +451,8 @@ class GalleryIndex:
         return [Hit(int(ids[i]), float(scores[i]), self.items[int(ids[i])]) for i in order]
 
     def _exact(self, q: np.ndarray, topk: int, allowed: list[Modality | None]) -> list[list[Hit]]:
-        """Exact top-k of one block of queries: FAISS's flat k-NN when installed, else one matrix product and a
-        top-k; per modality group either way, ties at the k-th place resolved by item id."""
-        faiss = _exact_faiss()
-        if faiss is not None:
-            return self._exact_faiss(faiss, q, topk, allowed)
+        """Exact top-k of one block of queries without FAISS: one matrix product and a top-k per modality group,
+        ties at the k-th place resolved by item id."""
         import torch  # noqa: PLC0415 - torch is a core dependency; kept out of `import vireid.serve.index`
 
         scores = torch.from_numpy(q @ self.vectors.T)  # NumPy's sgemm measured faster than torch's here
