@@ -16,6 +16,15 @@ TINY_OVERRIDES = ["model.arch=resnet18", "model.pretrained=none", "data.height=3
                   "sampler.num_ids=4", "sampler.num_pos=2"]
 
 
+def builtin_methods() -> list[str]:
+    """The methods vireid ships (defined in the `vireid` package), whatever else a test module registered first:
+    registry-wide parametrisations use this, so their test ids do not depend on which files ran before."""
+    from vireid.methods import available_methods
+    from vireid.registry import METHODS
+
+    return [name for name in available_methods() if METHODS.get(name).__module__.startswith("vireid.")]
+
+
 def tiny_config(method: str, *overrides: str) -> Config:
     """The method's synthetic preset shrunk to a tiny ResNet-18 on 32x16 images; a method without a preset
     (a user's) gets the config defaults and its own Options() defaults, shrunk the same way."""

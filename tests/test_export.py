@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import tiny_config
+from tests.helpers import builtin_methods, tiny_config
 from tests.test_serve_helpers import trained_run
 from vireid.cli import main as cli_main
 from vireid.core import Modality
-from vireid.methods import available_methods
 from vireid.serve.export import ExportError, export_onnx
 
 onnx = pytest.importorskip("onnx")
@@ -61,7 +60,7 @@ def test_cli_export_matches_the_feature_extractor(tmp_path_factory, tmp_path, ca
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", available_methods())
+@pytest.mark.parametrize("method", builtin_methods())
 def test_every_method_exports_within_tolerance(method, tmp_path):
     ck = _checkpoint(method, tmp_path / "ck.pt")
     report = export_onnx(ck, tmp_path / "m.onnx", input_kind="uint8")

@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import tiny_batch, tiny_config
+from tests.helpers import builtin_methods, tiny_batch, tiny_config
 from vireid.config import config_to_dict
 from vireid.core import Modality, Sample
 from vireid.data.transforms import eval_image
 from vireid.engine.stepper import TrainStepper
 from vireid.inference import FeatureExtractor, make_extractor
-from vireid.methods import available_methods, build_method
+from vireid.methods import build_method
 from vireid.runs import save_checkpoint
 
 TOLERANCE = 1e-5
@@ -56,7 +56,7 @@ def _checkpoint(method: str, path, flip: bool):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flip", [False, True], ids=["plain", "flip"])
-@pytest.mark.parametrize("method", available_methods())
+@pytest.mark.parametrize("method", builtin_methods())
 def test_evaluation_extractor_and_onnx_agree(method, flip, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from vireid.serve.export import export_onnx

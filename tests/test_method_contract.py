@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers import tiny_batch, tiny_config
+from tests.helpers import builtin_methods, tiny_batch, tiny_config
 from vireid.core import CheckpointError, Modality
 from vireid.engine.stepper import TrainStepper
-from vireid.methods import available_methods, build_method
+from vireid.methods import build_method
 from vireid.runs import load_model_state
 
 NUM_CLASSES = 6
 
 
-@pytest.fixture(params=available_methods())
+@pytest.fixture(params=builtin_methods())
 def method_name(request):
     return request.param
 

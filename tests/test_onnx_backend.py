@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from tests.helpers import builtin_methods
 from tests.test_serve_helpers import make_gallery_folder, trained_run
 from vireid.cli import main as cli_main
 from vireid.core import ConfigError, ExportError, Modality
-from vireid.methods import available_methods
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -156,7 +156,7 @@ def test_cli_search_with_the_onnx_backend_ranks_like_torch(run, tmp_path, capsys
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", available_methods())
+@pytest.mark.parametrize("method", builtin_methods())
 def test_every_method_onnx_backend_matches_torch(method, tmp_path):
     from tests.test_export import _checkpoint
     from vireid.inference import FeatureExtractor

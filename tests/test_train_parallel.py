@@ -12,12 +12,12 @@ import torch.distributed as dist
 from torch import nn
 
 from tests.engine_fixtures import make_tiny_sysu, tiny_train_config
-from tests.helpers import tiny_batch, tiny_config
+from tests.helpers import builtin_methods, tiny_batch, tiny_config
 from vireid.config import load_config
 from vireid.core import Batch, ConfigError, TrainingError
 from vireid.engine.stepper import LossForward, TrainIteration, TrainStepper, check_ddp_method, wrap_ddp
 from vireid.engine.trainer import Trainer, prepare_network
-from vireid.methods import available_methods, build_method
+from vireid.methods import build_method
 from vireid.methods.base import DataParallel, Method, TrainingLoss
 from vireid.utils.distributed import DistInfo, use_sync_batchnorm
 
@@ -50,7 +50,7 @@ def _batches(name: str, n: int = 2) -> list[Batch]:
 # ---------------------------------------------------------------- declarations
 
 
-@pytest.mark.parametrize("name", available_methods())
+@pytest.mark.parametrize("name", builtin_methods())
 def test_every_method_declares_a_path_the_engine_can_run(name):
     method = _build(name)
     spec = method.data_parallel()
