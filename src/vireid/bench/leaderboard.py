@@ -207,7 +207,9 @@ def _reported_text(rep: dict | None) -> str:
 def _rerank_text(row: dict) -> str:
     if not row["rerank"]:
         return "no"
-    p = row.get("rerank_params") or {}
+    p = row.get("rerank_params")
+    if not p:  # read from the cells' results: a row with no finished seed has none to show
+        return "yes"
     return f"yes (k1={p.get('k1')}, k2={p.get('k2')}, λ={p.get('lambda')})"
 
 
