@@ -190,15 +190,20 @@ def _reference_topk(q, vecs, codes, topk, want):
     return out
 
 
+def _heavy_tie_index() -> tuple[np.random.Generator, np.ndarray, GalleryIndex]:
+    """(rng, base, index) of 300 items that repeat 6 distinct vectors: every score is tied many times over, also
+    at the k-th place. Entries are multiples of 1/4, so every inner product is exact in float32 whatever the
+    summation order. The rng continues for the caller's queries."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(-2, 3, size=(6, 8)).astype(np.float32) / 4
+    idx = GalleryIndex(8, fingerprint="x")
+    idx.add(base[rng.integers(0, 6, size=300)], _items(300))
+    return rng, base, idx
+
+
 @pytest.mark.parametrize("want", [None, V, IR])
 def test_exact_search_with_heavy_ties_equals_reference(want):
-    rng = np.random.default_rng(3)
-    # 6 distinct vectors repeated: every score is tied many times over, also at the k-th place. Entries are
-    # multiples of 1/4, so every inner product is exact in float32 whatever the summation order
-    base = rng.integers(-2, 3, size=(6, 8)).astype(np.float32) / 4
-    vecs = base[rng.integers(0, 6, size=300)]
-    idx = GalleryIndex(8, fingerprint="x")
-    idx.add(vecs, _items(300))
+    rng, base, idx = _heavy_tie_index()
     q = np.concatenate([rng.integers(-2, 3, size=(5, 8)).astype(np.float32) / 4, base[:2]])
     codes = idx._codes
     for topk in (1, 7, 60):
@@ -277,13 +282,9 @@ def test_exact_path_is_faiss_when_installed(exact_path, monkeypatch):
 
 @pytest.mark.parametrize("want", [None, V, IR])
 def test_exact_paths_keep_the_tie_rule_on_heavy_ties(exact_path, want):
-    rng = np.random.default_rng(3)
-    # as test_exact_search_with_heavy_ties_equals_reference: multiples of 1/4, so every product is exact
-    base = rng.integers(-2, 3, size=(6, 8)).astype(np.float32) / 4
-    vecs = base[rng.integers(0, 6, size=300)]
-    idx = GalleryIndex(8, fingerprint="x")
-    idx.add(vecs, _items(300))
-    # 25 queries: FAISS switches to its BLAS code path from 20 queries on, so both of its paths are covered
+    rng, base, idx = _heavy_tie_index()
+    # 25 queries: at least FAISS_MIN_QUERIES, so the faiss fixture sends them through FAISS (its BLAS code path);
+    # the single queries below take the NumPy path and must rank alike
     q = np.concatenate([rng.integers(-2, 3, size=(23, 8)).astype(np.float32) / 4, base[:2]])
     for topk in (1, 7, 60, 300):
         got = [[h.id for h in r] for r in idx.search(q, topk, modality=want)]
