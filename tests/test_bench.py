@@ -18,6 +18,7 @@ import yaml
 
 from tests.helpers import REPO
 from vireid.bench import BenchDir, load_spec, paired_comparison, read_reported, run_bench, setting_of
+from vireid.bench.leaderboard import _pct, summary_table
 from vireid.bench.reported import parse_reported
 from vireid.core import ConfigError, StorageError
 
@@ -189,6 +190,28 @@ def test_tiny_leaderboard_matches_the_cells_results_by_hand(tiny_bench):
     assert len(comparisons) == 1 and len(comparisons[0]["mAP"]["per_seed"]) == 2
     assert comparisons[0]["mAP"]["ci"] is not None and "bootstrap CI" in md
     assert bench.cmc_plot("sysu-all-single").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_summary_table_gives_each_method_r1_and_map_per_protocol(tiny_bench):
+    out, board, _ = tiny_bench
+    lines = summary_table(board)
+    assert lines[0] == "| method | sysu-all-single R1 | sysu-all-single mAP | seeds | train time / cell |"
+    plain = [r for r in board["rows"] if not r["rerank"]]
+    assert [ln.split(" | ")[0] for ln in lines[2:]] == [f"| {r['method']}" for r in plain]  # by mAP, best first
+    for r in plain:
+        m = r["measured"]
+        minutes = r["train_seconds"]["mean"] / 60
+        assert (f"| {r['method']} | {100 * m['rank1']['mean']:.2f} ± {100 * m['rank1']['std']:.2f} | "
+                f"{100 * m['mAP']['mean']:.2f} ± {100 * m['mAP']['std']:.2f} | 2/2 | {minutes:.1f} min |") in lines
+    assert "\n".join(lines) in BenchDir(out).leaderboard("md").read_text()
+    assert "<h2>Summary</h2>" in BenchDir(out).leaderboard("html").read_text()
+    assert board["generated"]["cell_revisions"] == [board["generated"]["git_revision"]]
+
+
+def test_one_seed_shows_its_mean_without_a_std():
+    assert _pct({"mean": 0.271, "std": 0.0}, 1) == "27.10"
+    assert _pct({"mean": 0.271, "std": 0.01}, 2) == "27.10 ± 1.00"
+    assert _pct({"mean": None, "std": None}, 0) == "n/a"
 
 
 @pytest.mark.slow

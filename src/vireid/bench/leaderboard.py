@@ -3,7 +3,8 @@ cells' results.json, the papers' numbers in a column of their own, paired compar
 
 Measured numbers are fractions in leaderboard.json (as in results.json) and percent in the other files. A row's
 metric is the mean over its seeds of each seed's trial mean, with the sample std over seeds (ddof=1; 0 for one
-seed); its "trial spread" is the mean over seeds of each seed's std over the protocol's trials.
+seed in the .json and .csv, not shown in the .md and .html); its "trial spread" is the mean over seeds of each
+seed's std over the protocol's trials.
 """
 
 from __future__ import annotations
@@ -77,12 +78,13 @@ def build_leaderboard(spec: BenchSpec, bench_dir: str | Path, *, wall_seconds: f
         for p, (a, b) in enumerate(itertools.combinations(ordered, 2)):
             comparisons.append(_compare(spec, a, b, seed=[spec.stats.seed, g, p]))
     record_walls = [c["record"].get("wall_seconds", 0.0) for c in cells.values()]
+    revisions = sorted({str(c["record"].get("git_revision") or "unknown") for c in cells.values()})
     devices = sorted({c["record"].get("device_name", "?") for c in cells.values()})
     return _jsonable({
         "schema": SCHEMA, "bench": spec.name, "spec": str(spec.path), "bench_dir": str(bench.path),
         "description": spec.description,
         "generated": {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "vireid": __version__,
-                      "git_revision": git_revision(), "host": platform.node(),
+                      "git_revision": git_revision(), "cell_revisions": revisions, "host": platform.node(),
                       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
                       "devices": devices, "wall_seconds": wall_seconds,
                       "cells_wall_seconds": float(sum(record_walls))},
@@ -191,9 +193,12 @@ def write_leaderboard(spec: BenchSpec, bench_dir: str | Path, *, wall_seconds: f
     return board
 
 
-def _pct(stat: dict | None, digits: int = 2) -> str:
+def _pct(stat: dict | None, seeds: int, digits: int = 2) -> str:
+    """'mean ± std' in percent over `seeds` seeds; the mean alone for one seed (a std of one value says nothing)."""
     if not stat or stat.get("mean") is None:
         return "n/a"
+    if seeds < 2:
+        return f"{100 * stat['mean']:.{digits}f}"
     return f"{100 * stat['mean']:.{digits}f} ± {100 * (stat.get('std') or 0.0):.{digits}f}"
 
 
@@ -239,7 +244,8 @@ def _cells(row: dict) -> list[str]:
     m = row["measured"]
     size = row.get("input_size")
     return [row["method"], str(row.get("feature") or "n/a"), _rerank_text(row), "yes" if row["flip"] else "no",
-            str(row.get("model_selection") or "n/a"), _seeds_text(row), *(_pct(m[k]) for k in METRICS),
+            str(row.get("model_selection") or "n/a"), _seeds_text(row),
+            *(_pct(m[k], len(row["seeds_done"])) for k in METRICS),
             "n/a" if m["mAP"]["trial_spread"] is None else f"{100 * m['mAP']['trial_spread']:.2f}",
             f"{size[0]}x{size[1]}" if size else "n/a", str(row.get("epochs") or "n/a"),
             _params_text(row.get("parameters")), _seconds_text(row["train_seconds"]),
@@ -273,10 +279,12 @@ def _header_lines(board: dict) -> list[str]:
     g = board["generated"]
     wall = g.get("wall_seconds")
     wall_text = f"{wall:.0f} s this run, " if wall is not None else ""
+    trained = g.get("cell_revisions") or []
+    trained_text = f"; cells trained at commit {', '.join(trained)}" if trained else ""
     return [
-        f"Generated {g['date']} by vireid {g['vireid']} (commit {g.get('git_revision') or 'unknown'}) on "
-        f"{g['host']} ({g['machine']}); device(s): {', '.join(g['devices']) or 'n/a'}; wall time: {wall_text}"
-        f"{g['cells_wall_seconds']:.0f} s summed over cells.",
+        f"Generated {g['date']} by vireid {g['vireid']} (commit {g.get('git_revision') or 'unknown'}"
+        f"{trained_text}) on {g['host']} ({g['machine']}); device(s): {', '.join(g['devices']) or 'n/a'}; wall "
+        f"time: {wall_text}{g['cells_wall_seconds']:.0f} s summed over cells.",
         f"Cells: {board['cells']['done']} of {board['cells']['total']} done, {board['cells']['failed']} failed, "
         f"{len(board['cells']['missing'])} not run. Evaluation: feature {board['evaluation']['feature']}, flip "
         f"{'on' if board['evaluation']['flip'] else 'off'}, distance {board['evaluation']['distance']}; re-ranked "
@@ -286,12 +294,41 @@ def _header_lines(board: dict) -> list[str]:
     ]
 
 
+def _summary(board: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, lines) of the summary: one line per method, R1 and mAP of every protocol (plain rows, mean ± std
+    over seeds), its seeds and mean training time per cell; methods by mAP on the first protocol."""
+    plain = [r for r in board["rows"] if not r["rerank"]]
+    protocols = list(dict.fromkeys(r["protocol"] for r in plain))
+    by = {(r["method"], r["protocol"]): r for r in plain}
+    head = ["method", *(f"{p} {h}" for p in protocols for h in ("R1", "mAP")), "seeds", "train time / cell"]
+    lines = []
+    for method in dict.fromkeys(r["method"] for r in plain):  # rows are already sorted by mAP per protocol
+        rows = [by[(method, p)] for p in protocols]
+        times = [r["train_seconds"]["mean"] for r in rows if r["train_seconds"]["mean"] is not None]
+        lines.append([method, *(_pct(r["measured"][k], len(r["seeds_done"])) for r in rows for k in ("rank1", "mAP")),
+                      ", ".join(sorted({_seeds_text(r) for r in rows})),
+                      f"{np.mean(times) / 60:.1f} min" if times else "n/a"])
+    return head, lines
+
+
+def summary_table(board: dict) -> list[str]:
+    """The summary as markdown table lines (the leaderboard.md's first table, made to be pasted into a README)."""
+    head, lines = _summary(board)
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(line) + " |" for line in lines)]
+
+
+SUMMARY_NOTE = ("R1 and mAP in percent, mean ± std over seeds, without re-ranking (re-ranked rows, R10, R20, mINP "
+                "and the papers' numbers are in the tables below).")
+
+
 def format_markdown(board: dict) -> str:
-    """leaderboard.md: a table per protocol, the papers' numbers in their own table, paired comparisons."""
+    """leaderboard.md: a summary, a table per protocol, the papers' numbers in their own column, comparisons."""
     out = [f"# Leaderboard: {board['bench']}", ""]
     if board.get("description"):
         out += [board["description"].strip(), ""]
     out += _header_lines(board) + [""]
+    out += ["## Summary", "", SUMMARY_NOTE, "", *summary_table(board), ""]
     for protocol, rows in _groups(board):
         first = rows[0]
         out += [f"## {protocol}", "",
@@ -364,6 +401,10 @@ def format_html(board: dict) -> str:
              "td.reported,th.reported{background:#fff8e1;font-style:italic}</style></head><body>",
              f"<h1>Leaderboard: {e(board['bench'])}</h1>"]
     parts += [f"<p>{e(line)}</p>" for line in _header_lines(board)]
+    head, lines = _summary(board)
+    parts.append(f"<h2>Summary</h2><p>{e(SUMMARY_NOTE)}</p><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in head)
+                 + "</tr>" + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in line) + "</tr>" for line in lines)
+                 + "</table>")
     for protocol, rows in _groups(board):
         parts.append(f"<h2>{e(protocol)}</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in COLUMNS[:-1])
                      + f"<th class='reported'>{e(REPORTED_HEAD)}</th></tr>")
