@@ -401,9 +401,9 @@ def format_html(board: dict) -> str:
              "td.reported,th.reported{background:#fff8e1;font-style:italic}</style></head><body>",
              f"<h1>Leaderboard: {e(board['bench'])}</h1>"]
     parts += [f"<p>{e(line)}</p>" for line in _header_lines(board)]
-    head, lines = _summary(board)
+    head, summary = _summary(board)
     parts.append(f"<h2>Summary</h2><p>{e(SUMMARY_NOTE)}</p><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in head)
-                 + "</tr>" + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in line) + "</tr>" for line in lines)
+                 + "</tr>" + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in line) + "</tr>" for line in summary)
                  + "</table>")
     for protocol, rows in _groups(board):
         parts.append(f"<h2>{e(protocol)}</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in COLUMNS[:-1])
