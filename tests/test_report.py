@@ -315,3 +315,12 @@ def test_generative_methods_get_their_translations_and_others_none(tmp_path):
     assert F.translation_figure(build_method(base, 6), samples, base.data.height, base.data.width,
                                 tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+@pytest.mark.parametrize("command", ["report", "viz"])
+def test_a_device_this_machine_lacks_is_one_line_naming_the_option(tmp_path, capsys, command):
+    args = [command, *(["gap"] if command == "viz" else []), str(tmp_path / "no-run"), "--device", "cuda"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"vireid {command}: error: --device=cuda: no CUDA GPU is usable here") and "\n" not in err

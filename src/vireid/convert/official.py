@@ -34,7 +34,7 @@ from ..methods import Method, build_method
 from ..models.backbone import NON_LOCAL_COUNTS
 from ..runs.checkpoint import REQUIRED_KEYS, load_model_state, read_foreign_weights, save_checkpoint
 from ..runs.run_dir import RunDir, environment, git_revision
-from ..utils.atomic import storage_error, write_json, write_text
+from ..utils.atomic import storage_errors, write_json, write_text
 from ..utils.state_dicts import key_problems, listing, shape_mismatch
 from .sources import DATASETS, SOURCES, OfficialSource
 
@@ -481,7 +481,7 @@ def _write_run(out: Path, cfg: Config, payload: dict[str, Any], converted_from: 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        try:
+        with storage_errors(out):
             run = RunDir(tmp)
             write_text(run.config, dump_config(cfg))
             env = environment()
@@ -493,11 +493,6 @@ def _write_run(out: Path, cfg: Config, payload: dict[str, Any], converted_from: 
             if out.is_dir():
                 out.rmdir()  # empty, checked above
             os.replace(tmp, out)
-        except OSError as exc:
-            err = storage_error(exc, out)
-            if err is None:
-                raise
-            raise err from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -82,6 +82,17 @@ def results_dir(target: Path, checkpoint: Path) -> Path:
                       f"itself: vireid eval {checkpoint} (results go to {run_of(checkpoint)})")
 
 
+def add_test_set_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of every command that scores a trained run on a test set (eval, report, viz): --protocol,
+    --option, --checkpoint, --data-root, --device."""
+    p.add_argument("--protocol", help="sysu | regdb | llcm (default: the run's eval.protocol)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="protocol option, repeatable: mode=indoor, shots=10, gallery_sampler=official, trials=3, ...")
+    p.add_argument("--checkpoint", default="auto", help="auto (best, else last) | best | last | PATH")
+    p.add_argument("--data-root", help="dataset root (default: the run's data.root)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one) | cpu | cuda | cuda:N")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add train and eval."""
     p = sub.add_parser("train", help="train a method from a config file",
@@ -95,15 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="evaluate a trained run (or a saved .npz feature file)")
     p.add_argument("run", help="run directory, checkpoint file, or features .npz")
-    p.add_argument("--protocol", help="sysu | regdb | llcm (default: the run's eval.protocol)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="protocol option, repeatable: mode=indoor, shots=10, gallery_sampler=official, trial=3, ...")
-    p.add_argument("--checkpoint", default="auto", help="auto (best, else last) | best | last | PATH")
-    p.add_argument("--data-root", help="dataset root (default: the run's data.root)")
+    add_test_set_arguments(p)
     p.add_argument("--flip", action="store_true", help="CAJ flip fusion at test time")
     p.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranking (separately)")
     p.add_argument("--distance", choices=["cosine", "euclidean"])
-    p.add_argument("--device", default="auto")
     p.add_argument("--out", help="where results.json goes (default: the run directory; needed with a --checkpoint "
                                  "of another run)")
     p.set_defaults(func=cmd_eval)

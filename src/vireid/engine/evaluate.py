@@ -100,11 +100,33 @@ def evaluate_npz(npz_path: str | Path, protocol: str, options: dict | None = Non
     gallery lists there.
     """
     path = Path(npz_path).expanduser()
+    samples, kinds = read_feature_file(path)
+    opts = dict(options or {})
+    root = opts.pop("root", None)
+    proto = protocol_from_samples(protocol, samples, root=root, **opts)
+    trials = list(proto.trials())
+    row = {s: i for i, s in enumerate(samples)}
+
+    def extract(batch: list[Sample]) -> dict[str, np.ndarray]:
+        idx = np.array([row[s] for s in batch], dtype=np.int64)
+        return {k: v[idx] for k, v in kinds.items()}
+
+    kwargs = dict(evaluator_kwargs)
+    kwargs.setdefault("features", tuple(kinds))
+    meta = {**proto.describe(), "features_file": str(path), **dict(kwargs.pop("meta", None) or {})}
+    return Evaluator(trials, meta=meta, **kwargs).run(extract, out_dir=out_dir)
+
+
+def read_feature_file(path: str | Path) -> tuple[list[Sample], dict[str, np.ndarray]]:
+    """(samples, {kind: (N, D) array}) of a feature file in `vireid eval`'s .npz format: `features` or
+    `features_<kind>`, and `pids`, `camids`, `modalities`, `paths` (unique), one entry per row. Every problem is
+    an EvaluationError naming the file and the array."""
+    path = Path(path).expanduser()
     if not path.is_file():
-        raise EvaluationError(f"feature file {path} does not exist")
+        raise EvaluationError(f"feature file {path} does not exist; pass a .npz written like `vireid eval` reads")
     try:
-        data = np.load(path, allow_pickle=False)
-        arrays = {k: data[k] for k in data.files}
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
     except ValueError as exc:
         raise EvaluationError(f"{path}: cannot read ({exc}); save strings as unicode arrays (np.array(list_of_str)) "
                               "rather than object arrays") from None
@@ -126,20 +148,7 @@ def evaluate_npz(npz_path: str | Path, protocol: str, options: dict | None = Non
         if arr.ndim != 2 or arr.shape[0] != n:
             raise EvaluationError(f"{path}: features {kind!r} has shape {arr.shape}, expected ({n}, D) to match "
                                   f"the {n} paths")
-    opts = dict(options or {})
-    root = opts.pop("root", None)
-    proto = protocol_from_samples(protocol, samples, root=root, **opts)
-    trials = list(proto.trials())
-    row = {s: i for i, s in enumerate(samples)}
-
-    def extract(batch: list[Sample]) -> dict[str, np.ndarray]:
-        idx = np.array([row[s] for s in batch], dtype=np.int64)
-        return {k: v[idx] for k, v in kinds.items()}
-
-    kwargs = dict(evaluator_kwargs)
-    kwargs.setdefault("features", tuple(kinds))
-    meta = {**proto.describe(), "features_file": str(path), **dict(kwargs.pop("meta", None) or {})}
-    return Evaluator(trials, meta=meta, **kwargs).run(extract, out_dir=out_dir)
+    return samples, kinds
 
 
 def _npz_samples(path: Path, arrays: dict[str, np.ndarray]) -> list[Sample]:

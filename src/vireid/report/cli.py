@@ -21,7 +21,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     options = parse_key_values(args.option, example="--option mode=indoor")
     page = make_report(args.run, protocol=args.protocol, options=options, out=args.out, checkpoint=args.checkpoint,
-                       device=args.device, data_root=args.data_root, progress=not args.no_progress,
+                       device=_device(args.device), data_root=args.data_root, progress=not args.no_progress,
                        rerank=True if args.rerank else None, flip=True if args.flip else None)
     print(f"report: {page}")
     return 0
@@ -32,7 +32,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
     options = parse_key_values(args.option, example="--option mode=indoor")
     path = make_figure(args.kind, args.run, out=args.out, protocol=args.protocol, options=options,
-                       checkpoint=args.checkpoint, device=args.device, data_root=args.data_root,
+                       checkpoint=args.checkpoint, device=_device(args.device), data_root=args.data_root,
                        feature=args.feature, which=args.which, seed=args.seed, num_ids=args.ids,
                        progress=not args.no_progress)
     print(f"{args.kind}: {path}")
@@ -40,13 +40,17 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", help="sysu | regdb | llcm (default: the run's eval.protocol)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="protocol option, repeatable: mode=indoor, trials=3, ...")
-    p.add_argument("--checkpoint", default="auto", help="auto (best, else last) | best | last | PATH")
-    p.add_argument("--data-root", help="dataset root (default: the run's data.root)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    from ..engine.cli import add_test_set_arguments
+
+    add_test_set_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _device(pref: str) -> str:
+    """--device resolved (auto: a GPU when there is one), or a one-line error naming --device."""
+    from ..utils.distributed import DistInfo, resolve_device
+
+    return str(resolve_device(pref, DistInfo(), key="--device"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -98,29 +98,9 @@ def extract_features(method: Any, samples: Sequence[Sample], height: int, width:
 
 
 def load_npz_features(path: str | Path) -> tuple[list[Sample], dict[str, np.ndarray]]:
-    """(samples, {kind: features}) of a feature file in `vireid eval`'s .npz format (features or features_<kind>,
-    pids, camids, modalities, paths)."""
-    from ..engine.evaluate import NPZ_KEYS, _npz_samples  # the one reader of the format's sample columns
+    """(samples, {kind: float32 features}) of a feature file in `vireid eval`'s .npz format (engine.evaluate's
+    read_feature_file, the one reader of the format)."""
+    from ..engine.evaluate import read_feature_file
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise EvaluationError(f"feature file {path} does not exist; pass a .npz written like `vireid eval` reads")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as exc:
-        raise EvaluationError(f"{path}: not a readable .npz file ({exc}); save strings as unicode arrays") from None
-    missing = [k for k in NPZ_KEYS if k not in arrays]
-    if missing:
-        raise EvaluationError(f"{path}: missing array(s) {', '.join(missing)}; a feature file needs features (or "
-                              f"features_<kind>), {', '.join(NPZ_KEYS)}")
-    kinds = {k[len("features_"):]: v for k, v in arrays.items() if k.startswith("features_")}
-    if "features" in arrays:
-        kinds.setdefault("features", arrays["features"])
-    if not kinds:
-        raise EvaluationError(f"{path}: missing array 'features' (or 'features_<kind>'); has {', '.join(arrays)}")
-    samples = _npz_samples(path, arrays)
-    for kind, arr in kinds.items():
-        if arr.ndim != 2 or arr.shape[0] != len(samples):
-            raise EvaluationError(f"{path}: features {kind!r} has shape {arr.shape}, expected ({len(samples)}, D)")
+    samples, kinds = read_feature_file(path)
     return samples, {k: np.asarray(v, dtype=np.float32) for k, v in kinds.items()}

@@ -28,7 +28,7 @@ from .. import __version__
 from ..config import Config, dump_config
 from ..core import CheckpointError, EvalTrial, Sample
 from ..protocols.common import trial_file
-from ..utils.atomic import mode_for, old_copy, storage_error, write_json, write_text
+from ..utils.atomic import mode_for, old_copy, storage_errors, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +180,11 @@ class RunDir:
                 lists[self.queries][trial_file(self.queries, t.name)] = list(t.query)
         staged: dict[Path, Path | None] = {}  # target -> its new version (None: no new version, remove it)
         results_tmp: Path | None = None
-        target = self.path
         try:
-            try:
+            with storage_errors(self.path) as where:
                 self.path.mkdir(parents=True, exist_ok=True)
                 for folder, files in lists.items():
-                    target = folder
+                    where.target = folder
                     if not files:
                         staged[folder] = None
                         continue
@@ -193,25 +192,20 @@ class RunDir:
                                                                  dir=self.path))
                     os.chmod(tmp, mode_for(folder, directory=True))
                     for path, samples in files.items():
-                        target = path
+                        where.target = path
                         inside = tmp / path.relative_to(folder)
                         inside.parent.mkdir(parents=True, exist_ok=True)
                         inside.write_text("".join(f"{s.path}\n" for s in samples))
                 if results is not None:
-                    target = self.results
+                    where.target = self.results
                     fd, name = tempfile.mkstemp(prefix=f".{self.results.name}.", suffix=".tmp", dir=self.path)
                     os.close(fd)
                     results_tmp = Path(name)
                     results_tmp.write_text(results)
                     os.chmod(results_tmp, mode_for(self.results, directory=False))
-                target = self.path
+                where.target = self.path
                 _swap_in(staged, results_tmp, self.results)
                 results_tmp = None
-            except OSError as exc:
-                err = storage_error(exc, target)
-                if err is None:
-                    raise
-                raise err from None
         finally:
             for left in staged.values():
                 if left is not None and left.exists():

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..core import GalleryIndexError, Modality
 from ..data.images import IMAGE_EXTENSIONS
-from ..utils.atomic import atomic_dir, atomic_path, clean_leftovers, file_lock, recover_dir, storage_error, write_json
+from ..utils.atomic import atomic_dir, atomic_path, clean_leftovers, file_lock, recover_dir, storage_errors, write_json
 
 log = logging.getLogger(__name__)
 
@@ -364,16 +364,15 @@ class GalleryIndex:
                                     f"{on_disk.get('generation', 0)} vs {self.generation}); open it again and retry")
         start = len(self.items)
         try:
-            con = sqlite3.connect(d / ITEMS)
-            try:
-                with con:  # one transaction: rows of a killed writer (ids >= start) go, the new ones come
-                    con.execute("DELETE FROM items WHERE id >= ?", (start,))
-                    con.executemany(_INSERT, [_row(it) for it in new])
-            finally:
-                con.close()
-            _append_npy(d / VECTORS, vectors, start)
-        except OSError as exc:
-            raise storage_error(exc, d) or exc from None
+            with storage_errors(d):
+                con = sqlite3.connect(d / ITEMS)
+                try:
+                    with con:  # one transaction: rows of a killed writer (ids >= start) go, the new ones come
+                        con.execute("DELETE FROM items WHERE id >= ?", (start,))
+                        con.executemany(_INSERT, [_row(it) for it in new])
+                finally:
+                    con.close()
+                _append_npy(d / VECTORS, vectors, start)
         except (sqlite3.Error, ValueError) as exc:
             raise GalleryIndexError(f"cannot append to the gallery index {d} ({exc}); it was left as it was") from None
         count, generation = start + len(new), self.generation + 1

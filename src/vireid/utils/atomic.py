@@ -8,6 +8,7 @@ writer is removed by `clean_leftovers` (call it only while no other writer can b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -56,6 +57,27 @@ def storage_error(exc: OSError, target: str | Path) -> StorageError | None:
     return None
 
 
+@dataclasses.dataclass
+class WriteTarget:
+    """What a block of writes is writing now: the path a StorageError names (the block may move it along)."""
+
+    target: Path
+
+
+@contextlib.contextmanager
+def storage_errors(target: str | Path) -> Iterator[WriteTarget]:
+    """Inside the block, a full disk or a denied permission becomes the one-line StorageError of `storage_error`
+    naming the yielded `.target` (initially `target`); any other OSError passes through unchanged."""
+    where = WriteTarget(Path(target))
+    try:
+        yield where
+    except OSError as exc:
+        err = storage_error(exc, where.target)
+        if err is None:
+            raise
+        raise err from None
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces `target` atomically."""
@@ -64,18 +86,14 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     if target.is_dir():
         raise StorageError(f"cannot write {target}: it is a folder; give the path of a file to write")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
-        yield tmp_path
-        os.chmod(tmp_path, mode_for(target, directory=False))
-        os.replace(tmp_path, target)
-    except OSError as exc:
-        err = storage_error(exc, target)
-        if err is None:
-            raise
-        raise err from None
+        with storage_errors(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+            os.close(fd)
+            tmp_path = Path(tmp)
+            yield tmp_path
+            os.chmod(tmp_path, mode_for(target, directory=False))
+            os.replace(tmp_path, target)
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
@@ -130,24 +148,20 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     tmp: Path | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        os.chmod(tmp, mode_for(target, directory=True))
-        yield tmp
-        if target.exists():
-            old = old_copy(target)
-            if old.exists():
+        with storage_errors(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+            os.chmod(tmp, mode_for(target, directory=True))
+            yield tmp
+            if target.exists():
+                old = old_copy(target)
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(target, old)
+                os.replace(tmp, target)
                 shutil.rmtree(old)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    except OSError as exc:
-        err = storage_error(exc, target)
-        if err is None:
-            raise
-        raise err from None
+            else:
+                os.replace(tmp, target)
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp)
