@@ -57,8 +57,10 @@ def test_tiny_spec_has_two_methods_one_protocol_two_seeds():
     spec = load_spec(TINY)
     assert [m.name for m in spec.methods] == ["baseline", "mpanet"] and spec.seeds == (0, 1)
     assert [p.name for _, p in spec.protocols()] == ["sysu-all-single"]
-    assert [c.id for c in spec.cells()][:2] == ["baseline/synth-sysu/seed0", "baseline/synth-sysu/seed1"]
-    cfg = spec.cell_config(spec.cells()[1], "/tmp/b")
+    # seed first: every method's first seed runs before any second seed
+    assert [c.id for c in spec.cells()] == ["baseline/synth-sysu/seed0", "mpanet/synth-sysu/seed0",
+                                            "baseline/synth-sysu/seed1", "mpanet/synth-sysu/seed1"]
+    cfg = spec.cell_config(spec.cells()[2], "/tmp/b")
     assert cfg.train.seed == 1 and cfg.train.epochs == 1 and cfg.data.root == "/tmp/b/data/synth-sysu"
     assert cfg.eval.rerank is True and cfg.eval.options == {"mode": "all", "shots": 1, "gallery_sampler": "agw",
                                                               "trials": 2}
@@ -91,6 +93,7 @@ def test_the_synthetic_spec_runs_every_registered_method_at_two_infrared_consist
     (lambda r: r["datasets"][0]["data"]["synthesize"].update(ir_consistency=2), r"--ir-consistency must be in"),
     (lambda r: r.update(seeds=[0, 0]), r"repeat a seed"),
     (lambda r: r.update(name="my bench"), r"name 'my bench' must be letters"),
+    (lambda r: r.update(launcher={"jobs": 0}), r"launcher.jobs must be >= 1"),
 ])
 def test_spec_errors_name_the_file_the_key_and_the_fix(tmp_path, change, message):
     raw = tiny_raw()
@@ -267,6 +270,37 @@ def test_the_submitit_local_executor_runs_the_tiny_bench_to_the_same_leaderboard
     assert result["cells"]["done"] == 4
     assert measured(result) == measured(board)
     assert list((out / "submitit").glob("*_log.out"))  # each cell ran as a job of its own
+
+
+@pytest.mark.slow
+def test_two_jobs_side_by_side_give_the_same_leaderboard(tiny_bench, tmp_path, caplog):
+    _, board, _ = tiny_bench
+    out = tmp_path / "jobs"
+    with caplog.at_level("INFO", logger="vireid"):
+        result = run_bench(TINY, out, jobs=2)
+    assert result["cells"]["done"] == 4
+    assert measured(result) == measured(board)
+    assert sorted(p.name for p in (out / "logs").rglob("*.log")) == ["seed0.log", "seed0.log", "seed1.log",
+                                                                      "seed1.log"]
+    assert "(slot 2 of 2)" in caplog.text  # two cells did run at once
+    with pytest.raises(ConfigError, match="--jobs 2 is for the local launcher"):
+        run_bench(TINY, out, jobs=2, launcher="submitit")
+
+
+def test_side_by_side_cells_share_the_threads_and_get_their_own_gpus():
+    from vireid.bench.launch import slot_environment
+
+    env = slot_environment(1, 2, 1, cpus=16, cuda_devices=0, environ={"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "8"}
+    assert slot_environment(0, 3, 1, cpus=2, cuda_devices=0, environ={})["OMP_NUM_THREADS"] == "1"
+    assert slot_environment(0, 2, 1, cpus=16, cuda_devices=0, environ={"OMP_NUM_THREADS": "3"})[
+        "OMP_NUM_THREADS"] == "3"  # the user's setting wins
+    assert [slot_environment(k, 4, 1, cpus=8, cuda_devices=4, environ={})["CUDA_VISIBLE_DEVICES"]
+            for k in range(4)] == ["0", "1", "2", "3"]
+    assert [slot_environment(k, 2, 2, cpus=8, cuda_devices=8, environ={"CUDA_VISIBLE_DEVICES": "4,5,6,7"})[
+        "CUDA_VISIBLE_DEVICES"] for k in range(2)] == ["4,5", "6,7"]
+    with pytest.raises(ConfigError, match="--jobs 3 with launcher.gpus_per_cell 2 needs 6 GPUs, 4 are visible"):
+        slot_environment(0, 3, 2, cpus=8, cuda_devices=4, environ={})
 
 
 @pytest.mark.slow

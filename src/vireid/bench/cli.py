@@ -44,7 +44,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.leaderboard_only:
         board = write_leaderboard_only(args.spec, out)
     else:
-        board = run_bench(args.spec, out, launcher=args.launcher, isolate=args.isolate, progress=not args.no_progress)
+        board = run_bench(args.spec, out, launcher=args.launcher, isolate=args.isolate, jobs=args.jobs,
+                          progress=not args.no_progress)
     print(_summary(board))
     return 1 if board["cells"]["failed"] else 0
 
@@ -69,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local: cells one after another here (default, or the spec's launcher.kind); submitit: one "
                         "job per cell (SLURM, or launcher.submitit.cluster: local)")
     p.add_argument("--isolate", action="store_true", help="local launcher: each cell in a process of its own")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="local launcher: N cells side by side, each a process of its own with 1/N of the CPU "
+                        "threads (and its own GPUs); default the spec's launcher.jobs, or 1")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--print-commands", action="store_true",
                       help="print one shell command per pending cell (for any scheduler) and the leaderboard command")

@@ -1,7 +1,8 @@
 """Launchers: run the cells of a bench that are not done, then write the leaderboard.
 
 - local (default): one cell after another in this process; `isolate=True` runs each in a process of its own
-  (`vireid bench SPEC --out DIR --cell ID`), and a cell of several GPUs always runs under `torchrun`;
+  (`vireid bench SPEC --out DIR --cell ID`), and a cell of several GPUs always runs under `torchrun`; `jobs=N`
+  runs N such processes side by side, the CPU threads (and GPUs) shared out between them;
 - submitit: one job per cell (SLURM, or submitit's local executor with `launcher.submitit.cluster: local`);
   the driver waits for the jobs, then writes the leaderboard;
 - `commands`: one shell command per cell for any scheduler, and the command that writes the leaderboard.
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +74,21 @@ def print_commands(spec: BenchSpec, bench_dir: str | Path) -> list[str]:
 
 
 def run_bench(spec_path: str | Path | BenchSpec, out: str | Path, *, launcher: str | None = None,
-              isolate: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Run every pending cell of the spec into `out` with `launcher` (default: the spec's), then write and return
-    the leaderboard. Finished cells are skipped; a failed cell is recorded and the others go on."""
+              isolate: bool = False, jobs: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run every pending cell of the spec into `out` with `launcher` (default: the spec's), `jobs` cells at a time
+    (local launcher; default: the spec's launcher.jobs), then write and return the leaderboard. Finished cells
+    are skipped; a failed cell is recorded and the others go on."""
     from .leaderboard import write_leaderboard
 
     spec = spec_path if isinstance(spec_path, BenchSpec) else load_spec(spec_path)
     kind = launcher or spec.launcher.kind
     if kind not in LAUNCHERS:
         raise ConfigError(f"--launcher {kind!r}: expected one of {', '.join(LAUNCHERS)}")
+    jobs = spec.launcher.jobs if jobs is None else int(jobs)
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: expected how many cells run side by side, 1 or more")
+    if jobs > 1 and kind != "local":
+        raise ConfigError(f"--jobs {jobs} is for the local launcher; {kind} runs every cell as a job of its own")
     bench = BenchDir(out)
     start = time.perf_counter()
     with bench.lock():
@@ -93,11 +101,13 @@ def run_bench(spec_path: str | Path | BenchSpec, out: str | Path, *, launcher: s
             prepare_dataset(spec, bench, dataset, progress=progress)  # once, before cells run side by side
         if kind == "submitit":
             _run_submitit(spec, bench, cells)
+        elif jobs > 1:
+            _run_side_by_side(spec, bench, cells, jobs)
         else:
             for i, cell in enumerate(cells, start=1):
                 log.info("[bench] cell %d/%d: %s", i, len(cells), cell.id)
                 if isolate or spec.launcher.gpus_per_cell > 1:
-                    _run_subprocess(spec, bench, cell)
+                    _CellProcess.start(spec, bench, cell).finish(bench)
                 else:
                     run_cell(spec, bench.path, cell.id, progress=progress)
         return write_leaderboard(spec, bench.path, wall_seconds=time.perf_counter() - start)
@@ -132,21 +142,88 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def _run_subprocess(spec: BenchSpec, bench: BenchDir, cell: Cell) -> None:
-    """Run a cell as `vireid bench ... --cell ID` (its output in BENCH/logs/); a process that dies without a
-    record (killed, out of memory, a crash in native code) gets a failed record naming its exit code and log."""
-    log_path = bench.log(cell.id)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = cell_command(spec, bench, cell)
-    before = bench.read_record(cell.id)
-    with open(log_path, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-    after = bench.read_record(cell.id)
-    if proc.returncode != 0 and (after is None or after == before or after.get("status") != CELL_FAILED):
-        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-        _record_crash(bench, cell, f"the cell's process exited with code {proc.returncode} ({tail[0][:300]}); "
-                                   f"its output: {log_path}")
+def slot_environment(slot: int, jobs: int, gpus_per_cell: int, *, cpus: int, cuda_devices: int,
+                     environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the cell process in `slot` (0 .. jobs-1) when `jobs` cells run side by side: the CPU
+    threads shared out (OMP_NUM_THREADS = cpus // jobs, at least 1, unless `environ` sets it) and, on a machine
+    with `cuda_devices` GPUs, the slot's own `gpus_per_cell` of the visible ones (CUDA_VISIBLE_DEVICES)."""
+    env = dict(environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // jobs)))
+    if cuda_devices and gpus_per_cell >= 1:
+        visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()] or \
+            [str(i) for i in range(cuda_devices)]
+        if len(visible) < jobs * gpus_per_cell:
+            raise ConfigError(f"--jobs {jobs} with launcher.gpus_per_cell {gpus_per_cell} needs "
+                              f"{jobs * gpus_per_cell} GPUs, {len(visible)} are visible; lower --jobs")
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[slot * gpus_per_cell:(slot + 1) * gpus_per_cell])
+    return env
+
+
+def _run_side_by_side(spec: BenchSpec, bench: BenchDir, cells: list[Cell], jobs: int) -> None:
+    """Run the cells as processes of their own, `jobs` at a time, each in its slot's environment. Every process
+    is started from this thread, which outlives them (a child's PR_SET_PDEATHSIG follows its forking thread)."""
+    import torch
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    envs = [slot_environment(k, jobs, spec.launcher.gpus_per_cell, cpus=cpus, cuda_devices=cuda, environ=os.environ)
+            for k in range(jobs)]
+    todo = list(enumerate(cells, start=1))
+    running: dict[int, _CellProcess] = {}  # slot -> its process
+    try:
+        while todo or running:
+            for slot in [k for k in range(jobs) if k not in running]:
+                if not todo:
+                    break
+                i, cell = todo.pop(0)
+                log.info("[bench] cell %d/%d: %s (slot %d of %d)", i, len(cells), cell.id, slot + 1, jobs)
+                running[slot] = _CellProcess.start(spec, bench, cell, envs[slot])
+            time.sleep(0.2)
+            for slot, proc in list(running.items()):
+                if proc.popen.poll() is not None:
+                    proc.finish(bench)
+                    log.info("[bench] %s: %s", proc.cell.id,
+                             (bench.read_record(proc.cell.id) or {}).get("status", "no record"))
+                    del running[slot]
+    finally:  # an interrupted driver takes its cells down with it, as a killed one does
+        for proc in running.values():
+            proc.popen.kill()
+            proc.popen.wait()
+            proc.log.close()
+
+
+class _CellProcess:
+    """One cell running as `vireid bench ... --cell ID`, its output going to BENCH/logs/."""
+
+    def __init__(self, cell: Cell, popen: subprocess.Popen, log: Any, log_path: Path, before: dict | None) -> None:
+        self.cell, self.popen, self.log, self.log_path, self.before = cell, popen, log, log_path, before
+
+    @classmethod
+    def start(cls, spec: BenchSpec, bench: BenchDir, cell: Cell, env: Mapping[str, str] | None = None
+              ) -> _CellProcess:
+        """Start the cell's process in `env` (default: this process's environment)."""
+        log_path = bench.log(cell.id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        before = bench.read_record(cell.id)
+        fh = open(log_path, "w")  # noqa: SIM115 - closed by finish()
+        popen = subprocess.Popen(cell_command(spec, bench, cell), stdout=fh, stderr=subprocess.STDOUT,
+                                 env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
+                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        return cls(cell, popen, fh, log_path, before)
+
+    def finish(self, bench: BenchDir) -> None:
+        """After the process ended: one that died without a record (killed, out of memory, a crash in native code)
+        gets a failed record naming its exit code and log."""
+        self.log.close()
+        code = self.popen.wait()
+        after = bench.read_record(self.cell.id)
+        if code != 0 and (after is None or after == self.before or after.get("status") != CELL_FAILED):
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            _record_crash(bench, self.cell, f"the cell's process exited with code {code} ({tail[0][:300]}); its "
+                                            f"output: {self.log_path}")
 
 
 def _record_crash(bench: BenchDir, cell: Cell, error: str) -> None:

@@ -89,10 +89,12 @@ class StatsEntry:
 
 @dataclass(frozen=True)
 class LauncherEntry:
-    """Where cells run: `kind` local (default) or submitit, GPUs per cell (>1: torchrun), submitit's parameters."""
+    """Where cells run: `kind` local (default) or submitit, GPUs per cell (>1: torchrun), local cells run side by
+    side (`jobs`), submitit's parameters."""
 
     kind: str = "local"
     gpus_per_cell: int = 1
+    jobs: int = 1
     submitit: dict = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -128,8 +130,9 @@ class BenchSpec:
     raw: dict = field(default_factory=dict, repr=False)
 
     def cells(self) -> list[Cell]:
-        """Every cell, in the order they run: method, then dataset, then seed."""
-        return [Cell(m, d, s) for m in self.methods for d in self.datasets for s in self.seeds]
+        """Every cell, in the order they run: seed, then method, then dataset (every method's first seed comes
+        first, so a bench stopped part-way still compares every method)."""
+        return [Cell(m, d, s) for s in self.seeds for m in self.methods for d in self.datasets]
 
     def cell(self, cell_id: str) -> Cell:
         """The cell named `cell_id`; ConfigError listing the valid names otherwise."""
@@ -236,6 +239,9 @@ def _check(spec: BenchSpec) -> None:
         raise ConfigError(f"{path}: launcher.kind must be local or submitit, got {spec.launcher.kind!r}")
     if spec.launcher.gpus_per_cell < 0:
         raise ConfigError(f"{path}: launcher.gpus_per_cell must be >= 0, got {spec.launcher.gpus_per_cell}")
+    if spec.launcher.jobs < 1:
+        raise ConfigError(f"{path}: launcher.jobs must be >= 1 (how many cells run side by side), got "
+                          f"{spec.launcher.jobs}")
 
 
 def _unknown(path: Path, where: str, raw: Mapping, valid: Sequence[str]) -> None:
