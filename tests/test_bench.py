@@ -287,6 +287,47 @@ def test_two_jobs_side_by_side_give_the_same_leaderboard(tiny_bench, tmp_path, c
         run_bench(TINY, out, jobs=2, launcher="submitit")
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cells die with the driver through PR_SET_PDEATHSIG")
+def test_a_killed_driver_of_side_by_side_cells_leaves_no_cell_running_and_resumes(tiny_bench, tmp_path):
+    _, board, _ = tiny_bench
+    out = tmp_path / "jobs-killed"
+    log = tmp_path / "bench.log"
+
+    def cells_running() -> list[str]:
+        """The pids of this bench's cell processes (from /proc: their command lines name --out and --cell)."""
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                args = cmdline.read_bytes().split(b"\0")
+            except OSError:  # ended meanwhile
+                continue
+            if b"--cell" in args and str(out).encode() in args:
+                found.append(cmdline.parent.name)
+        return found
+
+    with log.open("wb") as printed:
+        proc = subprocess.Popen([sys.executable, "-m", "vireid", "bench", str(TINY), "--out", str(out), "--jobs", "2"],
+                                stdout=printed, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while len(cells_running()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                f"the bench ended or stalled before two cells ran: {log.read_text()[-2000:]}"
+            time.sleep(0.05)
+        proc.kill()  # the driver alone: its two cells, both starting up, must follow it at once
+    finally:
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while cells_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not cells_running()
+    bench = BenchDir(out)  # killed mid-run, not left to finish on their own
+    assert not [c.id for c in load_spec(TINY).cells() if (bench.read_record(c.id) or {}).get("status") == "done"]
+    resumed = run_bench(TINY, out, jobs=2)
+    assert resumed["cells"]["done"] == 4 and measured(resumed) == measured(board)
+
+
 def test_side_by_side_cells_share_the_threads_and_get_their_own_gpus():
     from vireid.bench.launch import slot_environment
 
