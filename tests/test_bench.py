@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import yaml
 from tests.helpers import REPO
 from vireid.bench import BenchDir, load_spec, paired_comparison, read_reported, run_bench, setting_of
 from vireid.bench.leaderboard import _pct, summary_table
+from vireid.bench.publish import seeds_complete
 from vireid.bench.reported import parse_reported
 from vireid.core import ConfigError, StorageError
 
@@ -215,6 +217,91 @@ def test_one_seed_shows_its_mean_without_a_std():
     assert _pct({"mean": 0.271, "std": 0.0}, 1) == "27.10"
     assert _pct({"mean": 0.271, "std": 0.01}, 2) == "27.10 ± 1.00"
     assert _pct({"mean": None, "std": None}, 0) == "n/a"
+
+
+README_TEXT = ("# A project\n\nProse above.\n\n<!-- leaderboard:begin -->\nold table\n<!-- leaderboard:end -->\n"
+               "\nBelow.\n")
+
+
+def test_publish_copies_the_leaderboard_and_the_readme_block_is_replaced(tiny_bench, tmp_path, capsys):
+    from vireid.cli import main
+
+    out = tmp_path / "bench"
+    shutil.copytree(tiny_bench[0], out)  # --leaderboard-only rewrites the files: not the shared fixture's
+    readme, docs = tmp_path / "README.md", tmp_path / "docs" / "board"
+    readme.write_text(README_TEXT)
+    (docs).mkdir(parents=True)
+    (docs / "cmc-gone.png").write_bytes(b"old")  # a protocol an earlier publish had
+    (docs / "notes.txt").write_text("mine")  # not the leaderboard's: left alone
+    args = ["bench", str(TINY), "--out", str(out), "--leaderboard-only", "--publish", str(docs), "--readme",
+            str(readme)]
+    assert main(args) == 0
+    bench = BenchDir(out)
+    board = json.loads(bench.leaderboard("json").read_text())
+    assert sorted(p.name for p in docs.iterdir()) == sorted(["cmc-sysu-all-single.png", "leaderboard.csv",
+                                                            "leaderboard.html", "leaderboard.json",
+                                                            "leaderboard.md", "notes.txt"])
+    for name in ("leaderboard.md", "leaderboard.json", "cmc-sysu-all-single.png"):
+        assert (docs / name).read_bytes() == (bench.path / name).read_bytes()
+    text = readme.read_text()
+    head, block = text.split("<!-- leaderboard:begin -->\n")
+    block, tail = block.split("\n<!-- leaderboard:end -->")
+    assert head == "# A project\n\nProse above.\n\n" and tail == "\n\nBelow.\n"
+    assert "\n".join(summary_table(board)) in block and "old table" not in block
+    assert "All 4 cells are done." in block and "In progress" not in block
+    g = board["generated"]
+    hours = sum(bench.read_record(c.id)["train_seconds"] for c in load_spec(TINY).cells()) / 3600
+    assert f"The cells' training loops took {hours:.1f} h in all" in block
+    assert f"at commit {g['git_revision'][:7]}" in block and g["date"] in block
+    assert "[`docs/board/leaderboard.md`](docs/board/leaderboard.md)" in block
+    with bench.lock():  # a driver still running: a partial leaderboard can be written (and published) meanwhile
+        assert main(args) == 0
+    assert readme.read_text().count("<!-- leaderboard:begin -->") == 1  # replaced, not added to
+    assert measured(json.loads(bench.leaderboard("json").read_text())) == measured(board)
+    capsys.readouterr()
+
+
+def test_a_bench_in_progress_says_which_seeds_every_method_has():
+    rows = [{"seeds_done": [0, 1]}, {"seeds_done": [0]}]
+    board = {"rows": rows, "cells": {"total": 6, "done": 3, "failed": 1, "missing": ["a", "b"]}}
+    assert seeds_complete(board) == [0]
+    board["generated"] = {"date": "today", "vireid": "0", "git_revision": "0123456789abc-dirty",
+                          "cell_revisions": ["abcdef0123"], "host": "h", "machine": "m", "devices": [],
+                          "cells_train_seconds": 7200.0, "cells_eval_seconds": 360.0}
+    from vireid.bench import publish
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(publish, "summary_table", lambda b: ["| table |"])  # the table is tested with a real board
+        block = publish.readme_block(board, "x.md")
+        rows[1]["seeds_done"] = []
+        none_yet = publish.readme_block(board, "x.md")
+    assert ("**In progress: 3 of 6 cells are done** (every method and dataset is done at seed 0). A std needs "
+            "two seeds") in block
+    assert "1 cell(s) failed" in block
+    assert "at commit 0123456-dirty from cells trained at commit abcdef0" in block
+    assert "took 2.0 h in all" in block and "evaluation 0.1 h" in block
+    assert "no seed is done for every method and dataset yet" in none_yet
+
+
+@pytest.mark.parametrize("text, found", [("no markers\n", "found 0 and 0"),
+                                         ("<!-- leaderboard:end -->\n<!-- leaderboard:begin -->\n", "found 1 and 1"),
+                                         ("<!-- leaderboard:begin -->\n" * 2 + "<!-- leaderboard:end -->\n",
+                                          "found 2 and 1")])
+def test_a_readme_without_one_block_is_refused_before_the_bench_runs(tmp_path, capsys, text, found):
+    from vireid.cli import main
+
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    out = tmp_path / "never"
+    assert main(["bench", str(TINY), "--out", str(out), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--readme {readme}: expected one '<!-- leaderboard:begin -->' line" in err
+    assert found in err and not out.exists() and readme.read_text() == text
+    assert main(["bench", str(TINY), "--out", str(out), "--readme", str(tmp_path / "nope.md")]) == 2
+    assert "nope.md: no such file" in capsys.readouterr().err
+    assert main(["bench", str(TINY), "--out", str(out), "--cell", "baseline/synth-sysu/seed0", "--readme",
+                 str(readme)]) == 2
+    assert "not with --cell" in capsys.readouterr().err and not out.exists()
 
 
 @pytest.mark.slow

@@ -27,10 +27,14 @@ def _summary(board: dict) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from ..core import ConfigError
     from .launch import print_commands, run_bench, write_leaderboard_only
     from .spec import load_spec
 
     out = Path(args.out) if args.out else Path("runs") / f"bench-{Path(args.spec).stem}"
+    if (args.cell or args.print_commands) and (args.publish or args.readme):
+        raise ConfigError("--publish and --readme go with a run of the bench or --leaderboard-only, not with "
+                          f"{'--cell' if args.cell else '--print-commands'}")
     if args.cell:
         from .cell import run_cell
 
@@ -41,13 +45,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.print_commands:
         print("\n".join(print_commands(load_spec(args.spec), out)))
         return 0
+    if args.readme:
+        from .publish import check_readme
+
+        check_readme(args.readme)  # before hours of training, not after
     if args.leaderboard_only:
         board = write_leaderboard_only(args.spec, out)
     else:
         board = run_bench(args.spec, out, launcher=args.launcher, isolate=args.isolate, jobs=args.jobs,
                           progress=not args.no_progress)
     print(_summary(board))
+    _publish(board, out, args.publish, args.readme)
     return 1 if board["cells"]["failed"] else 0
+
+
+def _publish(board: dict, out: Path, dest: str | None, readme: str | None) -> None:
+    """--publish: copy the leaderboard's files to DEST; --readme: write its summary into the README's block."""
+    from .publish import publish, update_readme
+
+    if dest:
+        publish(board, out, dest)
+        print(f"published: {dest}")
+    if readme:
+        update_readme(readme, board, dest or out)
+        print(f"README block updated: {readme}")
 
 
 def _close_process_group() -> None:
@@ -79,5 +100,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--cell", metavar="ID", help="run only this cell (METHOD/DATASET/seedN), as those commands do")
     mode.add_argument("--leaderboard-only", action="store_true",
                       help="write the leaderboard of the cells already run, run nothing")
+    p.add_argument("--publish", metavar="DIR",
+                   help="also copy the leaderboard's files (.md, .csv, .html, .json, CMC plots) to DIR, e.g. a "
+                        "folder of the repository")
+    p.add_argument("--readme", metavar="FILE",
+                   help="also write the leaderboard's summary into FILE between its '<!-- leaderboard:begin -->' "
+                        "and '<!-- leaderboard:end -->' lines, linking the published (or BENCH_DIR's) leaderboard")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)

@@ -27,7 +27,7 @@ from typing import Any
 from ..core import ConfigError
 from ..utils.atomic import clean_leftovers, write_json
 from .cell import CELL_DONE, CELL_FAILED, check_saved_config, is_done, prepare_dataset, run_cell, signature
-from .layout import LEADERBOARD_FORMATS, BenchDir
+from .layout import BenchDir
 from .spec import BenchSpec, Cell, load_spec
 
 log = logging.getLogger(__name__)
@@ -121,15 +121,12 @@ def write_leaderboard_only(spec_path: str | Path | BenchSpec, out: str | Path) -
     bench = BenchDir(out)
     if not bench.path.is_dir():
         raise ConfigError(f"--out {bench.path} does not exist: run the bench (or its --print-commands) first")
-    with bench.lock():
-        return write_leaderboard(spec, bench.path)
+    return write_leaderboard(spec, bench.path)  # no driver lock: it only reads the cells, while they may run
 
 
 def _write_bench_json(spec: BenchSpec, bench: BenchDir) -> None:
     """Write bench.json (call with the bench lock held): first remove what killed writers left half-written."""
-    for target in (bench.spec, *(bench.leaderboard(f) for f in LEADERBOARD_FORMATS),
-                   *(bench.cmc_plot(p.name) for _, p in spec.protocols())):
-        clean_leftovers(target)
+    clean_leftovers(bench.spec)
     write_json(bench.spec, {"schema": "vireid.bench/1", "spec": str(spec.path.resolve()), "name": spec.name,
                             "raw": spec.raw, "cells": [c.id for c in spec.cells()]})
 

@@ -44,6 +44,10 @@ class BenchDir:
         return self.path / ".bench.lock"
 
     @property
+    def leaderboard_lock_file(self) -> Path:
+        return self.path / ".leaderboard.lock"
+
+    @property
     def data(self) -> Path:
         return self.path / "data"
 
@@ -93,6 +97,13 @@ class BenchDir:
         busy = (f"another vireid bench is running on {self.path} (lock {self.lock_file} is held); wait for it to "
                 "finish, or choose another --out")
         with file_lock(self.lock_file, timeout=0, busy=lambda: StorageError(busy)):
+            yield
+
+    @contextlib.contextmanager
+    def leaderboard_lock(self) -> Iterator[None]:
+        """Hold BENCH/.leaderboard.lock (waiting for another writer): one writer of the leaderboard's files, so
+        `--leaderboard-only` can write a partial leaderboard while the driver runs."""
+        with file_lock(self.leaderboard_lock_file):
             yield
 
     @contextlib.contextmanager

@@ -26,9 +26,9 @@ import numpy as np
 from .. import __version__
 from ..engine.results import RERANK_SUFFIX, EvalResults, _jsonable
 from ..runs import git_revision
-from ..utils.atomic import atomic_path, write_json, write_text
+from ..utils.atomic import atomic_path, clean_leftovers, write_json, write_text
 from .cell import CELL_FAILED, is_done, signature
-from .layout import BenchDir
+from .layout import LEADERBOARD_FORMATS, BenchDir
 from .reported import read_reported, setting_of
 from .spec import BenchSpec
 from .stats import mean_std, paired_comparison
@@ -77,9 +77,9 @@ def build_leaderboard(spec: BenchSpec, bench_dir: str | Path, *, wall_seconds: f
         ordered = [by_name[m.name] for m in spec.methods]
         for p, (a, b) in enumerate(itertools.combinations(ordered, 2)):
             comparisons.append(_compare(spec, a, b, seed=[spec.stats.seed, g, p]))
-    record_walls = [c["record"].get("wall_seconds", 0.0) for c in cells.values()]
-    revisions = sorted({str(c["record"].get("git_revision") or "unknown") for c in cells.values()})
-    devices = sorted({c["record"].get("device_name", "?") for c in cells.values()})
+    records = [c["record"] for c in cells.values()]
+    revisions = sorted({str(r.get("git_revision") or "unknown") for r in records})
+    devices = sorted({r.get("device_name", "?") for r in records})
     return _jsonable({
         "schema": SCHEMA, "bench": spec.name, "spec": str(spec.path), "bench_dir": str(bench.path),
         "description": spec.description,
@@ -87,7 +87,8 @@ def build_leaderboard(spec: BenchSpec, bench_dir: str | Path, *, wall_seconds: f
                       "git_revision": git_revision(), "cell_revisions": revisions, "host": platform.node(),
                       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
                       "devices": devices, "wall_seconds": wall_seconds,
-                      "cells_wall_seconds": float(sum(record_walls))},
+                      **{f"cells_{k}": float(sum(r.get(k) or 0.0 for r in records))
+                         for k in ("wall_seconds", "train_seconds", "eval_seconds")}},
         "units": "fractions in [0, 1] (the .md, .csv and .html files show percent)",
         "std": "sample std over seeds (ddof=1); 0 for one seed",
         "trial_spread": "mean over seeds of the sample std over the protocol's trials (gallery samplings)",
@@ -180,15 +181,20 @@ def _compare(spec: BenchSpec, a: dict, b: dict, seed: list[int]) -> dict[str, An
 
 def write_leaderboard(spec: BenchSpec, bench_dir: str | Path, *, wall_seconds: float | None = None
                       ) -> dict[str, Any]:
-    """Build the leaderboard and write BENCH/leaderboard.{json,csv,md,html} and the CMC plots, each atomically."""
+    """Build the leaderboard and write BENCH/leaderboard.{json,csv,md,html} and the CMC plots, each atomically,
+    holding the leaderboard's lock (after removing what a killed writer left half-written)."""
     bench = BenchDir(bench_dir)
-    board = build_leaderboard(spec, bench.path, wall_seconds=wall_seconds)
-    plots = write_cmc_plots(board, bench)
-    board["cmc_plots"] = {k: v for k, v in board["cmc_plots"].items() if k in plots}
-    write_json(bench.leaderboard("json"), board)
-    write_text(bench.leaderboard("csv"), format_csv(board))
-    write_text(bench.leaderboard("md"), format_markdown(board))
-    write_text(bench.leaderboard("html"), format_html(board))
+    with bench.leaderboard_lock():
+        for target in (*(bench.leaderboard(f) for f in LEADERBOARD_FORMATS),
+                       *(bench.cmc_plot(p.name) for _, p in spec.protocols())):
+            clean_leftovers(target)
+        board = build_leaderboard(spec, bench.path, wall_seconds=wall_seconds)
+        plots = write_cmc_plots(board, bench)
+        board["cmc_plots"] = {k: v for k, v in board["cmc_plots"].items() if k in plots}
+        write_json(bench.leaderboard("json"), board)
+        write_text(bench.leaderboard("csv"), format_csv(board))
+        write_text(bench.leaderboard("md"), format_markdown(board))
+        write_text(bench.leaderboard("html"), format_html(board))
     log.info("[bench] leaderboard: %s (.md, .csv, .html)", bench.leaderboard("json"))
     return board
 

@@ -1,0 +1,109 @@
+"""Publishing a leaderboard: its files copied to a folder kept under version control, and its summary written into
+a README between two marker lines (`vireid bench ... --publish DIR --readme FILE`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..core import ConfigError
+from ..utils.atomic import atomic_path, storage_errors, write_text
+from .layout import LEADERBOARD_FORMATS, BenchDir
+from .leaderboard import summary_table
+
+BEGIN = "<!-- leaderboard:begin -->"
+END = "<!-- leaderboard:end -->"
+
+
+def published_names(board: dict[str, Any]) -> list[str]:
+    """The leaderboard's files: the four formats and its CMC plots."""
+    return [*(f"leaderboard.{f}" for f in LEADERBOARD_FORMATS), *board["cmc_plots"].values()]
+
+
+def publish(board: dict[str, Any], bench_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the leaderboard's files from `bench_dir` to `dest`, each atomically; remove the CMC plots an earlier
+    publish left there for protocols the board no longer has (nothing else in `dest` is touched)."""
+    bench, dest = BenchDir(bench_dir), Path(dest)
+    with storage_errors(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+    names = published_names(board)
+    for stale in dest.glob("cmc-*.png"):
+        if stale.name not in names:
+            stale.unlink()
+    copied = []
+    for name in names:
+        with atomic_path(dest / name) as tmp:
+            shutil.copyfile(bench.path / name, tmp)
+        copied.append(dest / name)
+    return copied
+
+
+def check_readme(readme: str | Path) -> str:
+    """The README's text, if it has one BEGIN line and, after it, one END line; else a one-line ConfigError."""
+    path = Path(readme)
+    if not path.is_file():
+        raise ConfigError(f"--readme {path}: no such file; give the README that holds the leaderboard block")
+    text = path.read_text(encoding="utf-8")
+    begin, end = text.count(BEGIN), text.count(END)
+    if begin != 1 or end != 1 or text.index(BEGIN) > text.index(END):
+        raise ConfigError(f"--readme {path}: expected one '{BEGIN}' line and, after it, one '{END}' line (found "
+                          f"{begin} and {end}); add the two lines where the leaderboard goes")
+    return text
+
+
+def seeds_complete(board: dict[str, Any]) -> list[int]:
+    """The seeds done in every row: those over which every method is compared."""
+    rows = board["rows"]
+    if not rows:
+        return []
+    return sorted(set.intersection(*(set(r["seeds_done"]) for r in rows)))
+
+
+def readme_block(board: dict[str, Any], link: str) -> str:
+    """The README's generated leaderboard block: the state of the cells, the summary table, where and when it was
+    made, and a link to the full leaderboard."""
+    g, cells = board["generated"], board["cells"]
+    seeds = seeds_complete(board)
+    if cells["done"] == cells["total"]:
+        state = f"All {cells['total']} cells are done."
+    else:
+        every = (f"every method and dataset is done at seed {', '.join(map(str, seeds))}" if seeds
+                 else "no seed is done for every method and dataset yet")
+        state = (f"**In progress: {cells['done']} of {cells['total']} cells are done** ({every}). "
+                 + ("A std needs two seeds, and a difference between two methods comes with its uncertainty only "
+                    "from two seeds on. " if len(seeds) < 2 else "")
+                 + "The bench resumes where it stopped.")
+    if cells["failed"]:
+        state += f" {cells['failed']} cell(s) failed: see the full leaderboard."
+    revisions = ", ".join(_short(r) for r in g.get("cell_revisions") or [])
+    hours = {k: (g.get(k) or 0.0) / 3600 for k in ("cells_train_seconds", "cells_eval_seconds")}
+    made = (f"Written on {g['date']} by vireid {g['vireid']} at commit {_short(g.get('git_revision'))}"
+            f" from cells trained at commit {revisions or 'unknown'}, on {g['host']} ({g['machine']}; "
+            f"{', '.join(g['devices']) or 'no device recorded'}). The cells' training loops took "
+            f"{hours['cells_train_seconds']:.1f} h in all (every attempt's epochs, summed over cells), their "
+            f"evaluation {hours['cells_eval_seconds']:.1f} h.")
+    lines = ["R1 and mAP in percent (mean ± std over the seeds done), without re-ranking:", "",
+             *summary_table(board), "", state, "", made, "",
+             f"The full leaderboard (R10, R20, mINP, re-ranked rows, trial spread, parameters, the papers' numbers, "
+             f"CMC plots, paired comparisons): [`{link}`]({link})."]
+    return "\n".join(lines)
+
+
+def _short(revision: str | None) -> str:
+    """A commit's 7-character form, keeping '-dirty' (code modified since that commit)."""
+    if not revision:
+        return "unknown"
+    return revision[:7] + ("-dirty" if revision.endswith("-dirty") else "")
+
+
+def update_readme(readme: str | Path, board: dict[str, Any], published: str | Path) -> None:
+    """Replace what lies between the README's BEGIN and END lines with `readme_block`, linking the published
+    leaderboard.md relative to the README; the README is rewritten atomically."""
+    path = Path(readme)
+    text = check_readme(path)
+    link = Path(os.path.relpath(Path(published).resolve() / "leaderboard.md", path.resolve().parent)).as_posix()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    write_text(path, f"{head}{BEGIN}\n{readme_block(board, link)}\n{END}{tail}")
