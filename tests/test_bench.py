@@ -250,7 +250,10 @@ def test_publish_copies_the_leaderboard_and_the_readme_block_is_replaced(tiny_be
     assert "\n".join(summary_table(board)) in block and "old table" not in block
     assert "All 4 cells are done." in block and "In progress" not in block
     g = board["generated"]
-    hours = sum(bench.read_record(c.id)["train_seconds"] for c in load_spec(TINY).cells()) / 3600
+    seconds = sum(bench.read_record(c.id)["train_seconds"] for c in load_spec(TINY).cells())
+    assert g["cells_train_seconds"] == pytest.approx(seconds)
+    assert f"training loops {seconds:.0f} s summed over cells" in (docs / "leaderboard.md").read_text()
+    hours = seconds / 3600
     assert f"The cells' training loops took {hours:.1f} h in all" in block
     assert f"at commit {g['git_revision'][:7]}" in block and g["date"] in block
     assert "[`docs/board/leaderboard.md`](docs/board/leaderboard.md)" in block
