@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -373,6 +374,7 @@ def test_two_jobs_side_by_side_give_the_same_leaderboard(tiny_bench, tmp_path, c
     assert sorted(p.name for p in (out / "logs").rglob("*.log")) == ["seed0.log", "seed0.log", "seed1.log",
                                                                       "seed1.log"]
     assert "(slot 2 of 2)" in caplog.text  # two cells did run at once
+    assert re.search(r"\[bench\] \d\d:\d\d:\d\d \S+/seed\d: done after \d+\.\d min \(4 of 4 finished\)", caplog.text)
     with pytest.raises(ConfigError, match="--jobs 2 is for the local launcher"):
         run_bench(TINY, out, jobs=2, launcher="submitit")
 

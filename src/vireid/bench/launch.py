@@ -170,20 +170,24 @@ def _run_side_by_side(spec: BenchSpec, bench: BenchDir, cells: list[Cell], jobs:
             for k in range(jobs)]
     todo = list(enumerate(cells, start=1))
     running: dict[int, _CellProcess] = {}  # slot -> its process
+    finished = 0
     try:
         while todo or running:
             for slot in [k for k in range(jobs) if k not in running]:
                 if not todo:
                     break
                 i, cell = todo.pop(0)
-                log.info("[bench] cell %d/%d: %s (slot %d of %d)", i, len(cells), cell.id, slot + 1, jobs)
+                log.info("[bench] %s cell %d/%d: %s (slot %d of %d)", time.strftime("%H:%M:%S"), i, len(cells),
+                         cell.id, slot + 1, jobs)
                 running[slot] = _CellProcess.start(spec, bench, cell, envs[slot])
             time.sleep(0.2)
             for slot, proc in list(running.items()):
                 if proc.popen.poll() is not None:
                     proc.finish(bench)
-                    log.info("[bench] %s: %s", proc.cell.id,
-                             (bench.read_record(proc.cell.id) or {}).get("status", "no record"))
+                    finished += 1
+                    log.info("[bench] %s %s: %s after %.1f min (%d of %d finished)", time.strftime("%H:%M:%S"),
+                             proc.cell.id, (bench.read_record(proc.cell.id) or {}).get("status", "no record"),
+                             (time.monotonic() - proc.started) / 60, finished, len(cells))
                     del running[slot]
     finally:  # an interrupted driver takes its cells down with it, as a killed one does
         for proc in running.values():
@@ -197,6 +201,7 @@ class _CellProcess:
 
     def __init__(self, cell: Cell, popen: subprocess.Popen, log: Any, log_path: Path, before: dict | None) -> None:
         self.cell, self.popen, self.log, self.log_path, self.before = cell, popen, log, log_path, before
+        self.started = time.monotonic()
 
     @classmethod
     def start(cls, spec: BenchSpec, bench: BenchDir, cell: Cell, env: Mapping[str, str] | None = None
