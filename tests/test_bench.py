@@ -308,6 +308,54 @@ def test_a_readme_without_one_block_is_refused_before_the_bench_runs(tmp_path, c
     assert "not with --cell" in capsys.readouterr().err and not out.exists()
 
 
+def test_status_tells_each_cells_state_without_writing(tiny_bench, tmp_path, capsys):
+    from vireid.cli import main
+
+    out = tmp_path / "bench"
+    shutil.copytree(tiny_bench[0], out)
+    bench = BenchDir(out)
+    ids = [c.id for c in load_spec(TINY).cells()]
+    done, running, failed, partial = ids
+    record = bench.read_record(failed)
+    bench.write_record(failed, {**record, "status": "failed", "error": "ValueError: broken"})
+    bench.record(partial).unlink()  # killed mid-way: its epochs are logged, it has no record
+    shutil.rmtree(bench.run(partial).path / "checkpoints")
+    with bench.cell_lock(running):
+        before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file())
+        assert main(["bench", str(TINY), "--out", str(out), "--status"]) == 0
+        assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()) == before  # wrote nothing
+    lines = capsys.readouterr().out.splitlines()
+    state = {ln.split()[0]: ln.split()[1:] for ln in lines[1:-1]}
+    assert state[done][:2] == ["done", "1/1"] and state[running][:2] == ["done", "1/1"]  # done wins over a lock
+    assert state[failed][0] == "failed" and lines[1 + ids.index(failed)].endswith("ValueError: broken")
+    assert state[partial][:2] == ["partial", "1/1"]
+    assert lines[-1] == "2 done, 1 failed, 1 partial (of 4 cells)"
+    bench.record(running).unlink()
+    with bench.cell_lock(running):
+        main(["bench", str(TINY), "--out", str(out), "--status"])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(running))
+    assert line.split()[1] == "running" and line.endswith(f"pid {os.getpid()}")
+    shutil.rmtree(bench.run(partial).path)
+    main(["bench", str(TINY), "--out", str(out), "--status"])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(partial))
+    assert line.split()[1:3] == ["pending", "0/1"]
+    assert main(["bench", str(TINY), "--out", str(tmp_path / "none"), "--status"]) == 2
+    assert "does not exist: no cell of this bench has run there" in capsys.readouterr().err
+
+
+def test_lock_holder_sees_a_held_lock_and_takes_nothing(tmp_path):
+    from vireid.utils.atomic import file_lock, lock_holder
+
+    path = tmp_path / "x.lock"
+    assert lock_holder(path) is None  # no file
+    with file_lock(path):
+        assert lock_holder(path) == os.getpid()
+    assert lock_holder(path) is None  # released (the file stays)
+    with file_lock(path), pytest.raises(StorageError):
+        with file_lock(path, timeout=0):
+            pass
+
+
 @pytest.mark.slow
 def test_a_rerun_skips_finished_cells_and_another_writer_is_refused(tiny_bench):
     out, board, _ = tiny_bench

@@ -32,9 +32,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .spec import load_spec
 
     out = Path(args.out) if args.out else Path("runs") / f"bench-{Path(args.spec).stem}"
-    if (args.cell or args.print_commands) and (args.publish or args.readme):
-        raise ConfigError("--publish and --readme go with a run of the bench or --leaderboard-only, not with "
-                          f"{'--cell' if args.cell else '--print-commands'}")
+    if (args.cell or args.print_commands or args.status) and (args.publish or args.readme):
+        other = "--cell" if args.cell else "--print-commands" if args.print_commands else "--status"
+        raise ConfigError(f"--publish and --readme go with a run of the bench or --leaderboard-only, not with {other}")
+    if args.status:
+        from .status import cell_states, format_status
+
+        if not out.is_dir():
+            raise ConfigError(f"--out {out} does not exist: no cell of this bench has run there")
+        print(format_status(cell_states(load_spec(args.spec), out)))
+        return 0
     if args.cell:
         from .cell import run_cell
 
@@ -99,7 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="print one shell command per pending cell (for any scheduler) and the leaderboard command")
     mode.add_argument("--cell", metavar="ID", help="run only this cell (METHOD/DATASET/seedN), as those commands do")
     mode.add_argument("--leaderboard-only", action="store_true",
-                      help="write the leaderboard of the cells already run, run nothing")
+                      help="write the leaderboard of the cells already run, run nothing (also while the bench runs)")
+    mode.add_argument("--status", action="store_true",
+                      help="print each cell's state (done, failed, running, partial, pending), epochs and training "
+                           "time so far; writes nothing")
     p.add_argument("--publish", metavar="DIR",
                    help="also copy the leaderboard's files (.md, .csv, .html, .json, CMC plots) to DIR, e.g. a "
                         "folder of the repository")

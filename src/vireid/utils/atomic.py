@@ -205,3 +205,24 @@ def file_lock(path: str | Path, *, timeout: float | None = None, busy: Callable[
         yield path
     finally:
         fh.close()  # releases the lock
+
+
+def lock_holder(path: str | Path) -> int | None:
+    """The pid a live holder of `file_lock(path)` wrote into it (0 when unreadable), or None when nobody holds it;
+    looks without taking the lock from anyone (a shared, non-blocking probe released at once)."""
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+    except ImportError:  # pragma: no cover - Windows: file_lock is a no-op there
+        return None
+    try:
+        fh = open(Path(path).expanduser())  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return None

@@ -1,0 +1,65 @@
+"""`vireid bench SPEC --out DIR --status`: each cell's state (done, failed, running, partly trained, pending),
+its epochs and training time so far, read without writing anything, while the bench runs or after."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..utils.atomic import lock_holder
+from .cell import is_done, signature
+from .layout import CELL_FAILED, BenchDir
+from .spec import BenchSpec
+
+STATES = ("done", "failed", "running", "partial", "pending")
+
+
+def epochs_logged(metrics: Path) -> tuple[int, float]:
+    """(distinct epochs with an end-of-epoch record, their seconds summed) in a run's metrics.jsonl."""
+    seconds: dict[int, float] = {}
+    if metrics.is_file():
+        for line in metrics.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("kind") == "epoch" and isinstance(rec.get("epoch"), int):
+                seconds[rec["epoch"]] = float(rec.get("seconds", 0.0))
+    return len(seconds), sum(seconds.values())
+
+
+def cell_states(spec: BenchSpec, bench_dir: str | Path) -> list[dict[str, Any]]:
+    """One entry per cell, in the order the bench runs them: its state, epochs logged of the spec's epochs,
+    training seconds so far, attempts, the pid running it, its error when failed."""
+    bench = BenchDir(bench_dir)
+    out = []
+    for cell in spec.cells():
+        cfg = spec.cell_config(cell, bench.path)
+        run, record = bench.run(cell.id), bench.read_record(cell.id)
+        pid = lock_holder(bench.cell_lock_file(cell.id))
+        epochs, seconds = epochs_logged(run.metrics)
+        if is_done(record, run, signature(spec, cell, cfg)):
+            state = "done"
+        elif pid is not None:
+            state = "running"
+        elif record is not None and record.get("status") == CELL_FAILED:
+            state = "failed"
+        else:
+            state = "partial" if epochs else "pending"
+        out.append({"cell": cell.id, "state": state, "epochs": epochs, "of": cfg.train.epochs,
+                    "train_seconds": seconds, "attempts": int((record or {}).get("attempts", 0)), "pid": pid,
+                    "error": (record or {}).get("error") if state == "failed" else None})
+    return out
+
+
+def format_status(states: list[dict[str, Any]]) -> str:
+    """A table of the cells and a line of counts per state."""
+    lines = [f"{'cell':<36} {'state':<8} {'epochs':>7} {'train':>9}  note"]
+    for s in states:
+        note = f"pid {s['pid']}" if s["state"] == "running" and s["pid"] else (s["error"] or "")
+        lines.append(f"{s['cell']:<36} {s['state']:<8} {s['epochs']:>3}/{s['of']:<3} "
+                     f"{s['train_seconds'] / 60:>5.1f} min  {note}".rstrip())
+    counts = {k: sum(s["state"] == k for s in states) for k in STATES}
+    lines.append(", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" (of {len(states)} cells)")
+    return "\n".join(lines)
