@@ -271,7 +271,8 @@ def test_a_bench_in_progress_says_which_seeds_every_method_has():
     assert seeds_complete(board) == [0]
     board["generated"] = {"date": "today", "vireid": "0", "git_revision": "0123456789abc-dirty",
                           "cell_revisions": ["abcdef0123"], "host": "h", "machine": "m", "devices": [],
-                          "cells_train_seconds": 7200.0, "cells_eval_seconds": 360.0}
+                          "cells_train_seconds": 7200.0, "cells_eval_seconds": 360.0,
+                          "cells_wall_seconds": 10800.0}
     from vireid.bench import publish
 
     with pytest.MonkeyPatch.context() as mp:
@@ -283,7 +284,7 @@ def test_a_bench_in_progress_says_which_seeds_every_method_has():
             "two seeds") in block
     assert "1 cell(s) failed" in block
     assert "at commit 0123456-dirty from cells trained at commit abcdef0" in block
-    assert "took 2.0 h in all" in block and "evaluation 0.1 h" in block
+    assert "took 2.0 h in all" in block and "evaluation 0.1 h; their wall time, summed over cells, 3.0 h" in block
     assert "no seed is done for every method and dataset yet" in none_yet
 
 

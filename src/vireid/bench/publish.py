@@ -78,12 +78,13 @@ def readme_block(board: dict[str, Any], link: str) -> str:
     if cells["failed"]:
         state += f" {cells['failed']} cell(s) failed: see the full leaderboard."
     revisions = ", ".join(_short(r) for r in g.get("cell_revisions") or [])
-    hours = {k: (g.get(k) or 0.0) / 3600 for k in ("cells_train_seconds", "cells_eval_seconds")}
+    hours = {k: (g.get(k) or 0.0) / 3600 for k in ("cells_train_seconds", "cells_eval_seconds", "cells_wall_seconds")}
     made = (f"Written on {g['date']} by vireid {g['vireid']} at commit {_short(g.get('git_revision'))}"
             f" from cells trained at commit {revisions or 'unknown'}, on {g['host']} ({g['machine']}; "
             f"{', '.join(g['devices']) or 'no device recorded'}). The cells' training loops took "
             f"{hours['cells_train_seconds']:.1f} h in all (every attempt's epochs, summed over cells), their "
-            f"evaluation {hours['cells_eval_seconds']:.1f} h.")
+            f"evaluation {hours['cells_eval_seconds']:.1f} h; their wall time, summed over cells, "
+            f"{hours['cells_wall_seconds']:.1f} h (each cell's last attempt: a killed attempt leaves no record).")
     lines = ["R1 and mAP in percent (mean ± std over the seeds done), without re-ranking:", "",
              *summary_table(board), "", state, "", made, "",
              f"The full leaderboard (R10, R20, mINP, re-ranked rows, trial spread, parameters, the papers' numbers, "
