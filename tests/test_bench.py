@@ -326,6 +326,8 @@ def test_status_tells_each_cells_state_without_writing(tiny_bench, tmp_path, cap
         assert main(["bench", str(TINY), "--out", str(out), "--status"]) == 0
         assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()) == before  # wrote nothing
     lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("left: about ")  # 2 cells not done
+    lines = lines[:-1]
     state = {ln.split()[0]: ln.split()[1:] for ln in lines[1:-1]}
     assert state[done][:2] == ["done", "1/1"] and state[running][:2] == ["done", "1/1"]  # done wins over a lock
     assert state[failed][0] == "failed" and lines[1 + ids.index(failed)].endswith("ValueError: broken")
@@ -342,6 +344,21 @@ def test_status_tells_each_cells_state_without_writing(tiny_bench, tmp_path, cap
     assert line.split()[1:3] == ["pending", "0/1"]
     assert main(["bench", str(TINY), "--out", str(tmp_path / "none"), "--status"]) == 2
     assert "does not exist: no cell of this bench has run there" in capsys.readouterr().err
+
+
+def test_time_left_is_each_cells_method_mean_wall_times_its_epochs_to_run():
+    from vireid.bench.status import format_status, time_left
+
+    def cell(method: str, state: str, epochs: int, wall: float | None = None) -> dict:
+        return {"cell": f"{method}/d/seed0", "method": method, "state": state, "epochs": epochs, "of": 4,
+                "wall_seconds": wall, "train_seconds": 0.0, "pid": None, "error": None}
+
+    states = [cell("a", "done", 4, 1000.0), cell("a", "done", 4, 2000.0), cell("a", "partial", 1),
+              cell("a", "pending", 0), cell("b", "pending", 0)]
+    assert time_left(states) == (1500.0 * 0.75 + 1500.0, 1)
+    assert format_status(states).splitlines()[-1].startswith("left: about 0.7 h of cell time")
+    assert format_status(states).endswith("; 1 cell(s) of methods with no done cell not counted")
+    assert "left:" not in format_status(states[:2])
 
 
 def test_lock_holder_sees_a_held_lock_and_takes_nothing(tmp_path):
