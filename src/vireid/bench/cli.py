@@ -71,7 +71,7 @@ def _publish(board: dict, out: Path, dest: str | None, readme: str | None) -> No
     from .publish import publish, update_readme
 
     if dest:
-        publish(board, out, dest)
+        board = publish(board, out, dest)
         print(f"published: {dest}")
     if readme:
         update_readme(readme, board, dest or out)

@@ -3,6 +3,7 @@ a README between two marker lines (`vireid bench ... --publish DIR --readme FILE
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -22,9 +23,10 @@ def published_names(board: dict[str, Any]) -> list[str]:
     return [*(f"leaderboard.{f}" for f in LEADERBOARD_FORMATS), *board["cmc_plots"].values()]
 
 
-def publish(board: dict[str, Any], bench_dir: str | Path, dest: str | Path) -> list[Path]:
-    """Copy the leaderboard's files from `bench_dir` to `dest`, each atomically; remove the CMC plots an earlier
-    publish left there for protocols the board no longer has (nothing else in `dest` is touched)."""
+def publish(board: dict[str, Any], bench_dir: str | Path, dest: str | Path) -> dict[str, Any]:
+    """Copy the leaderboard's files from `bench_dir` to `dest`, each atomically, and return the leaderboard they
+    hold (another writer's, if one wrote after `board`); remove the CMC plots an earlier publish left there for
+    protocols the board no longer has (nothing else in `dest` is touched)."""
     bench, dest = BenchDir(bench_dir), Path(dest)
     with storage_errors(dest):
         dest.mkdir(parents=True, exist_ok=True)
@@ -32,12 +34,12 @@ def publish(board: dict[str, Any], bench_dir: str | Path, dest: str | Path) -> l
     for stale in dest.glob("cmc-*.png"):
         if stale.name not in names:
             stale.unlink()
-    copied = []
-    for name in names:
-        with atomic_path(dest / name) as tmp:
-            shutil.copyfile(bench.path / name, tmp)
-        copied.append(dest / name)
-    return copied
+    with bench.leaderboard_lock():  # the files of one leaderboard, not of two writers
+        for name in names:
+            with atomic_path(dest / name) as tmp:
+                shutil.copyfile(bench.path / name, tmp)
+        published: dict[str, Any] = json.loads((dest / "leaderboard.json").read_text())
+    return published
 
 
 def check_readme(readme: str | Path) -> str:
