@@ -160,6 +160,22 @@ def test_truncate_metrics_drops_a_torn_last_line_with_a_warning(tmp_path, caplog
     assert f"{run.metrics}: dropped 1 unreadable line(s) (line 4)" in caplog.text
 
 
+def test_the_training_time_is_the_epochs_the_run_is_made_of_torn_lines_skipped(tmp_path):
+    from vireid.runs import RunDir, training_time
+
+    run = RunDir(tmp_path)
+    assert run.read_metrics() == [] and training_time([]) == (0, 0.0)
+    first = [{"kind": "train", "epoch": 0}, {"kind": "epoch", "epoch": 0, "seconds": 10.0},
+             {"kind": "epoch", "epoch": 1, "seconds": 12.0}]
+    run.metrics.write_text("".join(json.dumps(r) + "\n" for r in first) + '{"kind": "epoch", "epoch": 2, "sec')
+    assert run.read_metrics() == first  # the torn record of a killed writer is skipped
+    assert training_time(run.read_metrics()) == (2, 22.0)
+    run.truncate_metrics(0)  # resumed from epoch 0's checkpoint: epoch 1 runs again and counts once
+    with run.metrics.open("a") as f:
+        f.write(json.dumps({"kind": "epoch", "epoch": 1, "seconds": 11.0}) + "\n")
+    assert training_time(run.read_metrics()) == (2, 21.0)
+
+
 @pytest.mark.slow
 def test_a_torn_last_metrics_line_does_not_stop_a_resume(data_root, run_copy, caplog):
     with (run_copy / "metrics.jsonl").open("a") as f:

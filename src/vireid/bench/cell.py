@@ -144,6 +144,7 @@ def _train_and_evaluate(spec: BenchSpec, cell: Cell, cfg: Config, run: RunDir, p
     from ..engine.trainer import Trainer
     from ..inference import load_trained, make_extractor
     from ..protocols import check_dataset_matches, protocol_from_samples
+    from ..runs import training_time
 
     resume = "auto" if run.is_trained else None
     log.info("[bench] %s: %s", cell.id, "resuming its training" if resume else "training")
@@ -191,7 +192,7 @@ def _train_and_evaluate(spec: BenchSpec, cell: Cell, cfg: Config, run: RunDir, p
         "protocols": keys, "feature": feature, "checkpoint": which,
         "model_selection": SELECTIONS[cfg.train.select_best],
         "parameters": parameters, "input_size": [cfg.data.height, cfg.data.width], "epochs": cfg.train.epochs,
-        "train_seconds": _train_seconds(run), "eval_seconds": eval_seconds,
+        "train_seconds": training_time(run.read_metrics())[1], "eval_seconds": eval_seconds,
         "ms_per_image": 1000.0 * clock["seconds"] / max(clock["images"], 1), "images_embedded": clock["images"],
         "device": str(device), "device_name": _device_name(device), "world_size": dist.world_size,
     }
@@ -207,21 +208,6 @@ def _free_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _train_seconds(run: RunDir) -> float:
-    """Seconds of the training loop: the epochs' own times in metrics.jsonl (a resumed run keeps the earlier
-    epochs' records, so a cell killed mid-way and resumed reports its whole training, not the last part)."""
-    total = 0.0
-    if run.metrics.is_file():
-        for line in run.metrics.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and rec.get("kind") == "epoch":
-                total += float(rec.get("seconds", 0.0))
-    return total
 
 
 def _device_name(device: Any) -> str:

@@ -292,7 +292,7 @@ def _header_lines(board: dict) -> list[str]:
         f"{trained_text}) on {g['host']} ({g['machine']}); device(s): {', '.join(g['devices']) or 'n/a'}; wall "
         f"time: {wall_text}{g['cells_wall_seconds']:.0f} s summed over cells (each cell's last attempt; a killed "
         f"attempt leaves no record), training loops {g.get('cells_train_seconds', 0.0):.0f} s summed over cells "
-        "(every attempt's epochs).",
+        "(each epoch's own time; a resumed cell's earlier epochs count).",
         f"Cells: {board['cells']['done']} of {board['cells']['total']} done, {board['cells']['failed']} failed, "
         f"{len(board['cells']['missing'])} not run. Evaluation: feature {board['evaluation']['feature']}, flip "
         f"{'on' if board['evaluation']['flip'] else 'off'}, distance {board['evaluation']['distance']}; re-ranked "

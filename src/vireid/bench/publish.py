@@ -84,7 +84,8 @@ def readme_block(board: dict[str, Any], link: str) -> str:
     made = (f"Written on {g['date']} by vireid {g['vireid']} at commit {_short(g.get('git_revision'))}"
             f" from cells trained at commit {revisions or 'unknown'}, on {g['host']} ({g['machine']}; "
             f"{', '.join(g['devices']) or 'no device recorded'}). The cells' training loops took "
-            f"{hours['cells_train_seconds']:.1f} h in all (every attempt's epochs, summed over cells), their "
+            f"{hours['cells_train_seconds']:.1f} h in all (each epoch's own time, a resumed cell's earlier epochs "
+            "included, summed over cells), their "
             f"evaluation {hours['cells_eval_seconds']:.1f} h; their wall time, summed over cells, "
             f"{hours['cells_wall_seconds']:.1f} h (each cell's last attempt: a killed attempt leaves no record).")
     lines = ["R1 and mAP in percent (mean ± std over the seeds done), without re-ranking:", "",

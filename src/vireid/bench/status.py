@@ -3,30 +3,16 @@ its epochs and training time so far, read without writing anything, while the be
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from ..runs import training_time
 from ..utils.atomic import lock_holder
 from .cell import is_done, signature
 from .layout import CELL_FAILED, BenchDir
 from .spec import BenchSpec
 
 STATES = ("done", "failed", "running", "partial", "pending")
-
-
-def epochs_logged(metrics: Path) -> tuple[int, float]:
-    """(distinct epochs with an end-of-epoch record, their seconds summed) in a run's metrics.jsonl."""
-    seconds: dict[int, float] = {}
-    if metrics.is_file():
-        for line in metrics.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and rec.get("kind") == "epoch" and isinstance(rec.get("epoch"), int):
-                seconds[rec["epoch"]] = float(rec.get("seconds", 0.0))
-    return len(seconds), sum(seconds.values())
 
 
 def cell_states(spec: BenchSpec, bench_dir: str | Path) -> list[dict[str, Any]]:
@@ -38,7 +24,7 @@ def cell_states(spec: BenchSpec, bench_dir: str | Path) -> list[dict[str, Any]]:
         cfg = spec.cell_config(cell, bench.path)
         run, record = bench.run(cell.id), bench.read_record(cell.id)
         pid = lock_holder(bench.cell_lock_file(cell.id))
-        epochs, seconds = epochs_logged(run.metrics)
+        epochs, seconds = training_time(run.read_metrics())
         if is_done(record, run, signature(spec, cell, cfg)):
             state = "done"
         elif pid is not None:

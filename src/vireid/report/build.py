@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import Sample
-from ..runs import RunDir
+from ..runs import RunDir, training_time
 from ..utils.atomic import write_json, write_text
 from . import figures as F
 from .html import Section, figure, heading, para, pre, render_page, table
@@ -107,7 +107,7 @@ def build_report(method: Any, cfg: Any, test: Sequence[Sample], *, out: str | Pa
     data: dict[str, Any] = {"schema": "vireid.report/1", "protocol": name, "options": opts,
                             "feature": inputs.feature, "distance": inputs.distance, "figures": {}}
     files: dict[str, str] = data["figures"]
-    records = F.read_metrics(run.metrics) if run is not None else []
+    records = run.read_metrics() if run is not None else []
     height, width = int(cfg.data.height), int(cfg.data.width)
 
     def rel(path: Path) -> str:
@@ -305,8 +305,7 @@ def _run_section(method: Any, cfg: Any, run: RunDir | None, inputs: ReportInputs
     """Method, config highlights, data, protocol, environment, training time and parameters."""
     m, d, model, optim, sampler, train = cfg.method, cfg.data, cfg.model, cfg.optim, cfg.sampler, cfg.train
     variant = getattr(m, "variant", "")
-    epochs = [r for r in records if r.get("kind") == "epoch"]
-    seconds = sum(float(r.get("seconds", 0.0)) for r in epochs)
+    epochs, seconds = training_time(records)
     params = sum(p.numel() for p in method.parameters())
     counts = F.modality_counts(inputs.samples)
     ids = len({s.pid for s in inputs.samples})
@@ -318,7 +317,7 @@ def _run_section(method: Any, cfg: Any, run: RunDir | None, inputs: ReportInputs
         ["sampler", f"{sampler.kind}: {sampler.num_ids} identities x {sampler.num_pos} visible + {sampler.num_pos} "
                     "infrared per batch"],
         ["optimizer", f"{optim.name}, lr {optim.lr:g}, weight decay {optim.weight_decay:g}, schedule {optim.schedule}"],
-        ["epochs", f"{len(epochs) if epochs else '?'} trained of {train.epochs} configured"],
+        ["epochs", f"{epochs if epochs else '?'} trained of {train.epochs} configured"],
         ["training time", _duration(seconds) if epochs else "unknown (no metrics.jsonl)"],
         ["parameters", f"{params / 1e6:.2f} M"],
         ["dataset", f"{d.name} at {d.root}"],

@@ -5,7 +5,6 @@ a time; `build_report` calls them all.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,22 +25,6 @@ from ..viz.ranklist import SHORT, ranked_rows, render_ranklist, tile_size
 from .inputs import ReportInputs
 
 GROUPS = ("best", "median", "worst")
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl file ([] when missing); torn lines (a killed writer) are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
 
 
 def camera_names(samples: Sequence[Sample]) -> dict[int, str]:

@@ -51,7 +51,7 @@ def make_figure(kind: str, source: str | Path, *, out: str | Path | None = None,
     path = Path(out).expanduser() if out else default_out(kind, source, which)
     if kind == "curves":
         run = RunDir(source if source.is_dir() else source.parent.parent)
-        records = F.read_metrics(run.metrics)
+        records = run.read_metrics()
         if not records:
             raise VireidError(f"{run.metrics} is missing or empty: training curves come from a run trained by vireid "
                               "train; pass that run's directory")

@@ -127,6 +127,20 @@ class RunDir:
         env["git_revision"] = git_revision()
         write_json(self.env, env)
 
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl ([] when missing); torn lines (a killed writer) are skipped."""
+        if not self.metrics.is_file():
+            return []
+        out = []
+        for line in self.metrics.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
+
     def truncate_metrics(self, upto_epoch: int) -> None:
         """Drop metrics records of epochs after `upto_epoch` (a resumed run rewrites them).
 
@@ -264,6 +278,14 @@ def environment() -> dict[str, Any]:
         "numpy": numpy.__version__, "platform": platform.platform(), "cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(), "argv": sys.argv,
     }
+
+
+def training_time(records: Iterable[dict[str, Any]]) -> tuple[int, float]:
+    """(end-of-epoch records, their `seconds` summed) of metrics.jsonl records: the epochs the run is made of and
+    their training-loop time (a resumed run keeps its earlier epochs' records; `truncate_metrics` drops those of
+    epochs it runs again, so none counts twice)."""
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    return len(epochs), sum(float(r.get("seconds", 0.0)) for r in epochs)
 
 
 class MetricsLog:
