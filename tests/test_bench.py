@@ -326,8 +326,9 @@ def test_status_tells_each_cells_state_without_writing(tiny_bench, tmp_path, cap
         assert main(["bench", str(TINY), "--out", str(out), "--status"]) == 0
         assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()) == before  # wrote nothing
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1].startswith("left: about ")  # 2 cells not done
-    lines = lines[:-1]
+    assert lines[-2].startswith("left: about ")  # 2 cells not done
+    assert lines[-1].startswith("no vireid bench driver is running on it")
+    lines = lines[:-2]
     state = {ln.split()[0]: ln.split()[1:] for ln in lines[1:-1]}
     assert state[done][:2] == ["done", "1/1"] and state[running][:2] == ["done", "1/1"]  # done wins over a lock
     assert state[failed][0] == "failed" and lines[1 + ids.index(failed)].endswith("ValueError: broken")
@@ -339,6 +340,9 @@ def test_status_tells_each_cells_state_without_writing(tiny_bench, tmp_path, cap
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(running))
     assert line.split()[1] == "running" and line.endswith(f"pid {os.getpid()}")
     shutil.rmtree(bench.run(partial).path)
+    with bench.lock():
+        main(["bench", str(TINY), "--out", str(out), "--status"])
+    assert f"a vireid bench driver is running on it (pid {os.getpid()})" in capsys.readouterr().out
     main(["bench", str(TINY), "--out", str(out), "--status"])
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(partial))
     assert line.split()[1:3] == ["pending", "0/1"]
@@ -356,8 +360,8 @@ def test_time_left_is_each_cells_method_mean_wall_times_its_epochs_to_run():
     states = [cell("a", "done", 4, 1000.0), cell("a", "done", 4, 2000.0), cell("a", "partial", 1),
               cell("a", "pending", 0), cell("b", "pending", 0)]
     assert time_left(states) == (1500.0 * 0.75 + 1500.0, 1)
-    assert format_status(states).splitlines()[-1].startswith("left: about 0.7 h of cell time")
-    assert format_status(states).endswith("; 1 cell(s) of methods with no done cell not counted")
+    assert format_status(states).splitlines()[-2].startswith("left: about 0.7 h of cell time")
+    assert format_status(states).splitlines()[-2].endswith("; 1 cell(s) of methods with no done cell not counted")
     assert "left:" not in format_status(states[:2])
 
 

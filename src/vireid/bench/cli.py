@@ -36,11 +36,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         other = "--cell" if args.cell else "--print-commands" if args.print_commands else "--status"
         raise ConfigError(f"--publish and --readme go with a run of the bench or --leaderboard-only, not with {other}")
     if args.status:
+        from ..utils.atomic import lock_holder
+        from .layout import BenchDir
         from .status import cell_states, format_status
 
         if not out.is_dir():
             raise ConfigError(f"--out {out} does not exist: no cell of this bench has run there")
-        print(format_status(cell_states(load_spec(args.spec), out)))
+        print(format_status(cell_states(load_spec(args.spec), out), driver=lock_holder(BenchDir(out).lock_file)))
         return 0
     if args.cell:
         from .cell import run_cell

@@ -60,8 +60,9 @@ def time_left(states: list[dict[str, Any]]) -> tuple[float, int]:
     return seconds, unknown
 
 
-def format_status(states: list[dict[str, Any]]) -> str:
-    """A table of the cells, a line of counts per state and, while cells are left, an estimate of their time."""
+def format_status(states: list[dict[str, Any]], driver: int | None = None) -> str:
+    """A table of the cells, a line of counts per state and, while cells are left, an estimate of their time and
+    whether a driver (pid `driver`, None: none) holds the bench."""
     lines = [f"{'cell':<36} {'state':<8} {'epochs':>7} {'train':>9}  note"]
     for s in states:
         note = f"pid {s['pid']}" if s["state"] == "running" and s["pid"] else (s["error"] or "")
@@ -74,4 +75,6 @@ def format_status(states: list[dict[str, Any]]) -> str:
         lines.append(f"left: about {seconds / 3600:.1f} h of cell time (each cell: its method's done cells' mean wall "
                      "time, times its share of epochs to run; cells run side by side divide it)"
                      + (f"; {unknown} cell(s) of methods with no done cell not counted" if unknown else ""))
+        lines.append(f"a vireid bench driver is running on it (pid {driver})" if driver is not None else
+                     "no vireid bench driver is running on it (cells run by --cell commands show as running)")
     return "\n".join(lines)
