@@ -250,6 +250,13 @@ def test_publish_copies_the_leaderboard_and_the_readme_block_is_replaced(tiny_be
     assert head == "# A project\n\nProse above.\n\n" and tail == "\n\nBelow.\n"
     assert "\n".join(summary_table(board)) in block and "old table" not in block
     assert "All 4 cells are done." in block and "In progress" not in block
+    first, second = [r for r in board["rows"] if not r["rerank"]]  # by mAP, best first
+    diffs = [x - y for x, y in zip(first["measured"]["mAP"]["per_seed"], second["measured"]["mAP"]["per_seed"],
+                                   strict=True)]  # seeds 0 and 1 both
+    # two seeds: the resampled means are d0, d1 and their mean, so the 95% interval is [min, max]
+    assert (f"- sysu-all-single: {first['method']} − {second['method']}, mAP {100 * np.mean(diffs):+.2f} points "
+            f"(95% bootstrap CI [{100 * min(diffs):+.2f}, {100 * max(diffs):+.2f}] over 2 seeds; {first['method']} "
+            f"higher in {sum(d > 0 for d in diffs)} of them)") in block
     g = board["generated"]
     seconds = sum(bench.read_record(c.id)["train_seconds"] for c in load_spec(TINY).cells())
     assert g["cells_train_seconds"] == pytest.approx(seconds)
@@ -266,7 +273,8 @@ def test_publish_copies_the_leaderboard_and_the_readme_block_is_replaced(tiny_be
 
 
 def test_a_bench_in_progress_says_which_seeds_every_method_has():
-    rows = [{"seeds_done": [0, 1]}, {"seeds_done": [0]}]
+    unscored = {"rerank": False, "protocol": "p", "measured": {"mAP": {"mean": None}}}  # no pair to compare
+    rows = [{"seeds_done": [0, 1], "method": "a", **unscored}, {"seeds_done": [0], "method": "b", **unscored}]
     board = {"rows": rows, "cells": {"total": 6, "done": 3, "failed": 1, "missing": ["a", "b"]}}
     assert seeds_complete(board) == [0]
     board["generated"] = {"date": "today", "vireid": "0", "git_revision": "0123456789abc-dirty",
@@ -282,7 +290,7 @@ def test_a_bench_in_progress_says_which_seeds_every_method_has():
         none_yet = publish.readme_block(board, "x.md")
     assert ("**In progress: 3 of 6 cells are done** (every method and dataset is done at seed 0). A std needs "
             "two seeds") in block
-    assert "1 cell(s) failed" in block
+    assert "1 cell(s) failed" in block and "paired seed by seed" not in block  # no two scored methods
     assert "at commit 0123456-dirty from cells trained at commit abcdef0" in block
     assert "took 2.0 h in all" in block and "evaluation 0.1 h; their wall time, summed over cells, 3.0 h" in block
     assert "no seed is done for every method and dataset yet" in none_yet

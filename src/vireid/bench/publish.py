@@ -63,6 +63,30 @@ def seeds_complete(board: dict[str, Any]) -> list[int]:
     return sorted(set.intersection(*(set(r["seeds_done"]) for r in rows)))
 
 
+def leader_lines(board: dict[str, Any]) -> list[str]:
+    """Per protocol (plain rows), the first method against the second on their common seeds: the mean mAP
+    difference, its bootstrap interval and how many seeds the first is higher in; only from two common seeds on."""
+    plain = [r for r in board["rows"] if not r["rerank"] and r["measured"]["mAP"]["mean"] is not None]
+    lines = []
+    for protocol in dict.fromkeys(r["protocol"] for r in plain):
+        rows = [r["method"] for r in plain if r["protocol"] == protocol]  # by mAP, best first
+        if len(rows) < 2:
+            continue
+        first, second = rows[:2]
+        pair = next((c for c in board["comparisons"] if c["protocol"] == protocol and not c["rerank"]
+                     and {c["a"], c["b"]} == {first, second}), None)
+        if pair is None or pair["mAP"]["ci"] is None:
+            continue
+        d = pair["mAP"]
+        sign = 1.0 if pair["a"] == first else -1.0  # comparisons are A - B in the spec's order
+        lo, hi = sorted(sign * x for x in d["ci"])
+        higher = d["a_wins"] if sign > 0 else d["b_wins"]
+        lines.append(f"- {protocol}: {first} − {second}, mAP {100 * sign * d['mean']:+.2f} points "
+                     f"({int(100 * d['confidence'])}% bootstrap CI [{100 * lo:+.2f}, {100 * hi:+.2f}] over "
+                     f"{len(d['seeds'])} seeds; {first} higher in {higher} of them)")
+    return lines
+
+
 def readme_block(board: dict[str, Any], link: str) -> str:
     """The README's generated leaderboard block: the state of the cells, the summary table, where and when it was
     made, and a link to the full leaderboard."""
@@ -88,8 +112,11 @@ def readme_block(board: dict[str, Any], link: str) -> str:
             "included, summed over cells), their "
             f"evaluation {hours['cells_eval_seconds']:.1f} h; their wall time, summed over cells, "
             f"{hours['cells_wall_seconds']:.1f} h (each cell's last attempt: a killed attempt leaves no record).")
+    pairs = leader_lines(board)
+    if pairs:
+        pairs = ["The first two methods of each protocol, paired seed by seed (first − second):", "", *pairs, ""]
     lines = ["R1 and mAP in percent (mean ± std over the seeds done), without re-ranking:", "",
-             *summary_table(board), "", state, "", made, "",
+             *summary_table(board), "", *pairs, state, "", made, "",
              f"The full leaderboard (R10, R20, mINP, re-ranked rows, trial spread, parameters, the papers' numbers, "
              f"CMC plots, paired comparisons): [`{link}`]({link})."]
     return "\n".join(lines)
