@@ -262,7 +262,7 @@ def test_publish_copies_the_leaderboard_and_the_readme_block_is_replaced(tiny_be
     assert g["cells_train_seconds"] == pytest.approx(seconds)
     assert f"training loops {seconds:.0f} s summed over cells" in (docs / "leaderboard.md").read_text()
     hours = seconds / 3600
-    assert f"The cells' training loops took {hours:.1f} h in all" in block
+    assert f"Summed over cells, their training loops took {hours:.1f} h" in block
     assert f"at commit {g['git_revision'][:7]}" in block and g["date"] in block
     assert "[`docs/board/leaderboard.md`](docs/board/leaderboard.md)" in block
     with bench.lock():  # a driver still running: a partial leaderboard can be written (and published) meanwhile
@@ -292,7 +292,7 @@ def test_a_bench_in_progress_says_which_seeds_every_method_has():
             "two seeds") in block
     assert "1 cell(s) failed" in block and "paired seed by seed" not in block  # no two scored methods
     assert "at commit 0123456-dirty from cells trained at commit abcdef0" in block
-    assert "took 2.0 h in all" in block and "evaluation 0.1 h; their wall time, summed over cells, 3.0 h" in block
+    assert "training loops took 2.0 h" in block and "evaluation 0.1 h, and their wall time was 3.0 h" in block
     assert "no seed is done for every method and dataset yet" in none_yet
 
 

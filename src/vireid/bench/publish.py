@@ -88,8 +88,8 @@ def leader_lines(board: dict[str, Any]) -> list[str]:
 
 
 def readme_block(board: dict[str, Any], link: str) -> str:
-    """The README's generated leaderboard block: the state of the cells, the summary table, where and when it was
-    made, and a link to the full leaderboard."""
+    """The README's generated leaderboard block: the summary table, the first two methods of each protocol paired
+    seed by seed, the state of the cells, where and when it was made, and a link to the full leaderboard."""
     g, cells = board["generated"], board["cells"]
     seeds = seeds_complete(board)
     if cells["done"] == cells["total"]:
@@ -107,10 +107,9 @@ def readme_block(board: dict[str, Any], link: str) -> str:
     hours = {k: (g.get(k) or 0.0) / 3600 for k in ("cells_train_seconds", "cells_eval_seconds", "cells_wall_seconds")}
     made = (f"Written on {g['date']} by vireid {g['vireid']} at commit {_short(g.get('git_revision'))}"
             f" from cells trained at commit {revisions or 'unknown'}, on {g['host']} ({g['machine']}; "
-            f"{', '.join(g['devices']) or 'no device recorded'}). The cells' training loops took "
-            f"{hours['cells_train_seconds']:.1f} h in all (each epoch's own time, a resumed cell's earlier epochs "
-            "included, summed over cells), their "
-            f"evaluation {hours['cells_eval_seconds']:.1f} h; their wall time, summed over cells, "
+            f"{', '.join(g['devices']) or 'no device recorded'}). Summed over cells, their training loops took "
+            f"{hours['cells_train_seconds']:.1f} h (each epoch's own time, a resumed cell's earlier epochs included), "
+            f"their evaluation {hours['cells_eval_seconds']:.1f} h, and their wall time was "
             f"{hours['cells_wall_seconds']:.1f} h (each cell's last attempt: a killed attempt leaves no record).")
     pairs = leader_lines(board)
     if pairs:
