@@ -239,9 +239,15 @@ def test_publish_copies_the_leaderboard_and_the_readme_block_is_replaced(tiny_be
     assert main(args) == 0
     bench = BenchDir(out)
     board = json.loads(bench.leaderboard("json").read_text())
-    assert sorted(p.name for p in docs.iterdir()) == sorted(["cmc-sysu-all-single.png", "leaderboard.csv",
+    assert sorted(p.name for p in docs.iterdir()) == sorted(["cells", "cmc-sysu-all-single.png", "leaderboard.csv",
                                                             "leaderboard.html", "leaderboard.json",
-                                                            "leaderboard.md", "notes.txt"])
+                                                            "leaderboard.md", "notes.txt", "runs"])
+    published = BenchDir(docs)
+    for cell in load_spec(TINY).cells():  # each done cell's record and small run files, never a checkpoint
+        assert published.read_record(cell.id) == bench.read_record(cell.id)
+        files = sorted(p.name for p in published.run(cell.id).path.iterdir())
+        assert files == ["config.yaml", "env.json", "metrics.jsonl", "results.json"]
+        assert published.run(cell.id).results.read_bytes() == bench.run(cell.id).results.read_bytes()
     for name in ("leaderboard.md", "leaderboard.json", "cmc-sysu-all-single.png"):
         assert (docs / name).read_bytes() == (bench.path / name).read_bytes()
     text = readme.read_text()
@@ -315,6 +321,63 @@ def test_a_readme_without_one_block_is_refused_before_the_bench_runs(tmp_path, c
     assert main(["bench", str(TINY), "--out", str(out), "--cell", "baseline/synth-sysu/seed0", "--readme",
                  str(readme)]) == 2
     assert "not with --cell" in capsys.readouterr().err and not out.exists()
+    assert main(["bench", str(TINY), "--out", str(out), "--status", "--restore", str(tmp_path)]) == 2
+    assert "--restore go with a run of the bench" in capsys.readouterr().err and not out.exists()
+
+
+def test_published_cells_restore_a_lost_bench_and_are_never_unpublished(tiny_bench, tmp_path, capsys):
+    from vireid.cli import main
+
+    spec = load_spec(TINY)
+    ids = [c.id for c in spec.cells()]
+    out, docs = tmp_path / "bench", tmp_path / "docs" / "board"
+    shutil.copytree(tiny_bench[0], out)
+    stale = BenchDir(docs).record("gone/synth-sysu/seed7")  # a cell an older spec had: unpublished
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    assert main(["bench", str(TINY), "--out", str(out), "--leaderboard-only", "--publish", str(docs)]) == 0
+    assert not stale.exists() and sorted(p.relative_to(docs / "cells").as_posix()
+                                         for p in docs.glob("cells/**/*.json")) == sorted(f"{i}.json" for i in ids)
+    board = json.loads((docs / "leaderboard.json").read_text())
+    capsys.readouterr()
+
+    # the bench folder is lost; a new one has started one cell of its own (killed mid-way: no record)
+    fresh = BenchDir(tmp_path / "fresh")
+    own = fresh.run(ids[1])
+    own.path.mkdir(parents=True)
+    (own.path / "config.yaml").write_text("mine")
+    # publishing from it would unpublish the cells it lacks: refused in one line, nothing touched
+    before = sorted((p.as_posix(), p.read_bytes()) for p in docs.rglob("*") if p.is_file())
+    assert main(["bench", str(TINY), "--out", str(fresh.path), "--leaderboard-only", "--publish", str(docs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--publish {docs} holds 4 done cell(s) that {fresh.path} does not" in err
+    assert f"--restore {docs}" in err
+    assert sorted((p.as_posix(), p.read_bytes()) for p in docs.rglob("*") if p.is_file()) == before
+
+    # --restore brings back the done cells it has not started, and the leaderboard is the published one
+    assert main(["bench", str(TINY), "--out", str(fresh.path), "--leaderboard-only", "--restore", str(docs)]) == 0
+    assert "restored 3 done cell(s)" in capsys.readouterr().out
+    assert (own.path / "config.yaml").read_text() == "mine" and fresh.read_record(ids[1]) is None
+    for cell_id in (ids[0], *ids[2:]):
+        record = fresh.read_record(cell_id)
+        assert record["run"] == str(fresh.run(cell_id).path) and record["restored_from"] == str(docs)
+        assert not fresh.run(cell_id).checkpoints.exists()
+    rebuilt = json.loads(fresh.leaderboard("json").read_text())
+    assert rebuilt["cells"]["done"] == 3 and rebuilt["cells"]["missing"] == [ids[1]]
+    mine = {k: v for k, v in measured(rebuilt).items() if k[0] == "baseline"}
+    assert mine == {k: v for k, v in measured(board).items() if k[0] == "baseline"}  # both seeds restored
+
+    # with the stray cell gone, a restore into an empty folder and a run train nothing: the same leaderboard
+    again = tmp_path / "again"
+    assert main(["bench", str(TINY), "--out", str(again), "--restore", str(docs), "--no-progress"]) == 0
+    assert "restored 4 done cell(s)" in capsys.readouterr().out
+    assert measured(json.loads(BenchDir(again).leaderboard("json").read_text())) == measured(board)
+    assert not any(again.glob("runs/**/checkpoints"))  # nothing was trained
+    from vireid.bench.status import cell_states
+
+    assert [(s["state"], s["epochs"]) for s in cell_states(spec, again)] == [("done", 1)] * 4
+    assert main(["bench", str(TINY), "--out", str(again), "--restore", str(tmp_path / "nope"), "--no-progress"]) == 2
+    assert f"--restore {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
 
 
 def test_status_tells_each_cells_state_without_writing(tiny_bench, tmp_path, capsys):

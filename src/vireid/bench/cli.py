@@ -32,9 +32,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .spec import load_spec
 
     out = Path(args.out) if args.out else Path("runs") / f"bench-{Path(args.spec).stem}"
-    if (args.cell or args.print_commands or args.status) and (args.publish or args.readme):
+    if (args.cell or args.print_commands or args.status) and (args.publish or args.readme or args.restore):
         other = "--cell" if args.cell else "--print-commands" if args.print_commands else "--status"
-        raise ConfigError(f"--publish and --readme go with a run of the bench or --leaderboard-only, not with {other}")
+        raise ConfigError(f"--publish, --readme and --restore go with a run of the bench or --leaderboard-only, not "
+                          f"with {other}")
     if args.status:
         from ..utils.atomic import lock_holder
         from .layout import BenchDir
@@ -58,22 +59,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .publish import check_readme
 
         check_readme(args.readme)  # before hours of training, not after
+    if args.restore:
+        from .archive import restore_cells
+
+        restored = restore_cells(load_spec(args.spec), args.restore, out)
+        print(f"restored {len(restored)} done cell(s) from {args.restore}")
     if args.leaderboard_only:
         board = write_leaderboard_only(args.spec, out)
     else:
         board = run_bench(args.spec, out, launcher=args.launcher, isolate=args.isolate, jobs=args.jobs,
                           progress=not args.no_progress)
     print(_summary(board))
-    _publish(board, out, args.publish, args.readme)
+    _publish(board, args.spec, out, args.publish, args.readme)
     return 1 if board["cells"]["failed"] else 0
 
 
-def _publish(board: dict, out: Path, dest: str | None, readme: str | None) -> None:
-    """--publish: copy the leaderboard's files to DEST; --readme: write its summary into the README's block."""
+def _publish(board: dict, spec: str, out: Path, dest: str | None, readme: str | None) -> None:
+    """--publish: copy the leaderboard's files and done cells to DEST; --readme: write its summary into the
+    README's block."""
     from .publish import publish, update_readme
+    from .spec import load_spec
 
     if dest:
-        board = publish(board, out, dest)
+        board = publish(load_spec(spec), out, dest)
         print(f"published: {dest}")
     if readme:
         update_readme(readme, board, dest or out)
@@ -113,8 +121,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="print each cell's state (done, failed, running, partial, pending), epochs and training "
                            "time so far; writes nothing")
     p.add_argument("--publish", metavar="DIR",
-                   help="also copy the leaderboard's files (.md, .csv, .html, .json, CMC plots) to DIR, e.g. a "
-                        "folder of the repository")
+                   help="also copy the leaderboard's files (.md, .csv, .html, .json, CMC plots) and its done cells "
+                        "(records, results.json, config, metrics; no checkpoints) to DIR, e.g. a folder of the "
+                        "repository")
+    p.add_argument("--restore", metavar="DIR",
+                   help="first copy into --out the done cells that DIR (a --publish folder) holds and --out has not "
+                        "started: they are not trained again, and the leaderboard counts them")
     p.add_argument("--readme", metavar="FILE",
                    help="also write the leaderboard's summary into FILE between its '<!-- leaderboard:begin -->' "
                         "and '<!-- leaderboard:end -->' lines, linking the published (or BENCH_DIR's) leaderboard")

@@ -1,5 +1,6 @@
-"""Publishing a leaderboard: its files copied to a folder kept under version control, and its summary written into
-a README between two marker lines (`vireid bench ... --publish DIR --readme FILE`)."""
+"""Publishing a leaderboard: its files and its done cells (records and results, no checkpoints: archive.py) copied to
+a folder kept under version control, and its summary written into a README between two marker lines
+(`vireid bench ... --publish DIR --readme FILE`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 
 from ..core import ConfigError
 from ..utils.atomic import atomic_path, storage_errors, write_text
+from .archive import archive_cells
 from .layout import LEADERBOARD_FORMATS, BenchDir
 from .leaderboard import summary_table
+from .spec import BenchSpec
 
 BEGIN = "<!-- leaderboard:begin -->"
 END = "<!-- leaderboard:end -->"
@@ -23,22 +26,24 @@ def published_names(board: dict[str, Any]) -> list[str]:
     return [*(f"leaderboard.{f}" for f in LEADERBOARD_FORMATS), *board["cmc_plots"].values()]
 
 
-def publish(board: dict[str, Any], bench_dir: str | Path, dest: str | Path) -> dict[str, Any]:
-    """Copy the leaderboard's files from `bench_dir` to `dest`, each atomically, and return the leaderboard they
-    hold (another writer's, if one wrote after `board`); remove the CMC plots an earlier publish left there for
-    protocols the board no longer has (nothing else in `dest` is touched)."""
+def publish(spec: BenchSpec, bench_dir: str | Path, dest: str | Path) -> dict[str, Any]:
+    """Copy the leaderboard's files from `bench_dir` to `dest`, each atomically, with the done cells it counts
+    (`archive_cells`), and return the leaderboard they hold (the last writer's); remove the CMC plots an earlier
+    publish left there for protocols the board no longer has (nothing else in `dest` is touched)."""
     bench, dest = BenchDir(bench_dir), Path(dest)
     with storage_errors(dest):
         dest.mkdir(parents=True, exist_ok=True)
-    names = published_names(board)
-    for stale in dest.glob("cmc-*.png"):
-        if stale.name not in names:
-            stale.unlink()
     with bench.leaderboard_lock():  # the files of one leaderboard, not of two writers
+        published: dict[str, Any] = json.loads((bench.path / "leaderboard.json").read_text())
+        skip = {*published["cells"]["missing"], *(f["cell"] for f in published["failed"])}
+        archive_cells(spec, [c.id for c in spec.cells() if c.id not in skip], bench.path, dest)  # refuses first
+        names = published_names(published)
+        for stale in dest.glob("cmc-*.png"):
+            if stale.name not in names:
+                stale.unlink()
         for name in names:
             with atomic_path(dest / name) as tmp:
                 shutil.copyfile(bench.path / name, tmp)
-        published: dict[str, Any] = json.loads((dest / "leaderboard.json").read_text())
     return published
 
 
