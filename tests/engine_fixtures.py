@@ -41,9 +41,9 @@ def tiny_train_config(data_root: Path, *overrides: str, method: str = "baseline"
         *overrides])
 
 
-def config_args(data_root: Path, *overrides: str) -> list[str]:
+def config_args(data_root: Path, *overrides: str, method: str = "baseline") -> list[str]:
     """The same as CLI arguments: CONFIG and overrides."""
-    cfg_path = str(REPO / "configs" / "synthetic" / "baseline.yaml")
+    cfg_path = str(REPO / "configs" / "synthetic" / f"{method}.yaml")
     return [cfg_path, *TINY_OVERRIDES, f"data.root={data_root}", "sampler.num_ids=4", "sampler.num_pos=2",
             "train.epochs=3", "train.max_steps_per_epoch=2", "train.deterministic=true", "train.log_every=1",
             "eval.options={mode: all, shots: 1, gallery_sampler: agw, trials: 2}", "eval.batch_size=16", *overrides]

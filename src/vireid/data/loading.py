@@ -227,6 +227,16 @@ class TrainLoader(DataLoader):
     def __iter__(self) -> Any:
         return _WorkerErrorsUnwrapped(super().__iter__())
 
+    def seed_workers_privately(self, seed: int) -> None:
+        """Draw the persistent workers' base seed from a generator of the loader's own, not torch's global RNG.
+
+        A process draws that seed once, when its first epoch starts: an uninterrupted run drew it at epoch 0, before
+        any checkpointed RNG state, so a resumed run drawing it again would shift every later draw of the global
+        RNG (D2RL's latent noise) and no longer match. The workers' seeds feed no augmentation (seeded per sample).
+        """
+        if self.persistent_workers and self._iterator is None:
+            self.generator = torch.Generator().manual_seed(seed)
+
 
 def build_train_loader(
     dataset: ReIDDataset,
@@ -239,7 +249,7 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
-) -> tuple[DataLoader, CrossModalSampler]:
+) -> tuple[TrainLoader, CrossModalSampler]:
     """DataLoader of Batches over dataset.train (the config's data/sampler/augment sections) and its sampler."""
     samples: list[Sample] = list(dataset.train)
     if not samples:

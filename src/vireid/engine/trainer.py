@@ -206,6 +206,7 @@ class Trainer:
         start_epoch, best = 0, None
         if resume is not None:
             start_epoch, best = self._restore(*resume)
+            self.loader.seed_workers_privately(cfg.train.seed)  # the global RNG goes on as if never stopped
             if start_epoch >= cfg.train.epochs:
                 log.info("%s has trained %d epoch(s) already, train.epochs=%d: nothing to do (raise train.epochs "
                          "to train longer)", self.run_dir, start_epoch, cfg.train.epochs)
