@@ -26,6 +26,14 @@ class _Busy(Exception):
     """A cell's lock is held by a process running it."""
 
 
+def _copy_run_files(src: Path, dest: Path) -> None:
+    """Copy the RUN_FILES that `src` has into the run folder `dest`, replacing it as a whole (atomic_dir)."""
+    with atomic_dir(dest) as tmp:
+        for name in RUN_FILES:
+            if (src / name).is_file():
+                shutil.copyfile(src / name, tmp / name)
+
+
 def done_cells(spec: BenchSpec, bench_dir: str | Path) -> list[str]:
     """The cells of `spec` that `bench_dir` holds as done under the spec's current settings, in run order."""
     bench = BenchDir(bench_dir)
@@ -53,11 +61,8 @@ def archive_cells(spec: BenchSpec, cells: list[str], bench_dir: str | Path, dest
                 record.unlink()
                 shutil.rmtree(out.run(cell_id).path, ignore_errors=True)
         for cell_id in cells:
-            src, run = bench.run(cell_id), out.run(cell_id)
-            with atomic_dir(run.path) as tmp:  # the run's files first: a record names a cell whose files are there
-                for name in RUN_FILES:
-                    if (src.path / name).is_file():
-                        shutil.copyfile(src.path / name, tmp / name)
+            # the run's files first: a record names a cell whose files are there
+            _copy_run_files(bench.run(cell_id).path, out.run(cell_id).path)
             with atomic_path(out.record(cell_id)) as tmp_record:
                 shutil.copyfile(bench.record(cell_id), tmp_record)
 
@@ -82,10 +87,7 @@ def restore_cells(spec: BenchSpec, src: str | Path, bench_dir: str | Path) -> li
             with file_lock(bench.cell_lock_file(cell_id), timeout=0, busy=_Busy):
                 if run.path.exists():
                     continue
-                with atomic_dir(run.path) as tmp:
-                    for name in RUN_FILES:
-                        if (source.run(cell_id).path / name).is_file():
-                            shutil.copyfile(source.run(cell_id).path / name, tmp / name)
+                _copy_run_files(source.run(cell_id).path, run.path)
                 record: dict[str, Any] = {**(source.read_record(cell_id) or {}), "run": str(run.path),
                                           "restored_from": str(source.path)}
                 write_json(bench.record(cell_id), record)
