@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core import StorageError
 from ..utils.atomic import atomic_dir, atomic_path, file_lock, storage_errors, write_json
-from .cell import is_done, signature
+from .cell import cell_done
 from .layout import BenchDir
 from .spec import BenchSpec
 
@@ -37,8 +37,7 @@ def _copy_run_files(src: Path, dest: Path) -> None:
 def done_cells(spec: BenchSpec, bench_dir: str | Path) -> list[str]:
     """The cells of `spec` that `bench_dir` holds as done under the spec's current settings, in run order."""
     bench = BenchDir(bench_dir)
-    return [c.id for c in spec.cells()
-            if is_done(bench.read_record(c.id), bench.run(c.id), signature(spec, c, spec.cell_config(c, bench.path)))]
+    return [c.id for c in spec.cells() if cell_done(spec, bench, c)]
 
 
 def archive_cells(spec: BenchSpec, cells: list[str], bench_dir: str | Path, dest: str | Path) -> None:

@@ -47,6 +47,13 @@ def is_done(record: dict[str, Any] | None, run: RunDir, sig: dict[str, Any]) -> 
                 and run.results.is_file())
 
 
+def cell_done(spec: BenchSpec, bench: BenchDir, cell: Cell, cfg: Config | None = None) -> bool:
+    """Whether `bench` holds `cell` as done under the spec's current settings (`is_done` of its saved record and
+    run against `signature`); `cfg` is the cell's config when the caller has it already."""
+    cfg = spec.cell_config(cell, bench.path) if cfg is None else cfg
+    return is_done(bench.read_record(cell.id), bench.run(cell.id), signature(spec, cell, cfg))
+
+
 def _plain(obj: Any) -> Any:
     """`obj` as JSON reads it back (tuples become lists), so a signature compares equal to its saved copy."""
     return json.loads(json.dumps(obj))

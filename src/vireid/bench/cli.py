@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .spec import BenchSpec
 
 
 def _summary(board: dict) -> str:
@@ -36,6 +40,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         other = "--cell" if args.cell else "--print-commands" if args.print_commands else "--status"
         raise ConfigError(f"--publish, --readme and --restore go with a run of the bench or --leaderboard-only, not "
                           f"with {other}")
+    spec = load_spec(args.spec)  # once: every step below reads the same spec
     if args.status:
         from ..utils.atomic import lock_holder
         from .layout import BenchDir
@@ -43,17 +48,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if not out.is_dir():
             raise ConfigError(f"--out {out} does not exist: no cell of this bench has run there")
-        print(format_status(cell_states(load_spec(args.spec), out), driver=lock_holder(BenchDir(out).lock_file)))
+        print(format_status(cell_states(spec, out), driver=lock_holder(BenchDir(out).lock_file)))
         return 0
     if args.cell:
         from .cell import run_cell
 
-        record = run_cell(load_spec(args.spec), out, args.cell, progress=not args.no_progress)
+        record = run_cell(spec, out, args.cell, progress=not args.no_progress)
         _close_process_group()
         print(f"{args.cell}: {record['status']}" + (f" ({record['error']})" if record.get("error") else ""))
         return 0 if record["status"] == "done" else 1
     if args.print_commands:
-        print("\n".join(print_commands(load_spec(args.spec), out)))
+        print("\n".join(print_commands(spec, out)))
         return 0
     if args.readme:
         from .publish import check_readme
@@ -62,26 +67,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.restore:
         from .archive import restore_cells
 
-        restored = restore_cells(load_spec(args.spec), args.restore, out)
+        restored = restore_cells(spec, args.restore, out)
         print(f"restored {len(restored)} done cell(s) from {args.restore}")
     if args.leaderboard_only:
-        board = write_leaderboard_only(args.spec, out)
+        board = write_leaderboard_only(spec, out)
     else:
-        board = run_bench(args.spec, out, launcher=args.launcher, isolate=args.isolate, jobs=args.jobs,
+        board = run_bench(spec, out, launcher=args.launcher, isolate=args.isolate, jobs=args.jobs,
                           progress=not args.no_progress)
     print(_summary(board))
-    _publish(board, args.spec, out, args.publish, args.readme)
+    _publish(board, spec, out, args.publish, args.readme)
     return 1 if board["cells"]["failed"] else 0
 
 
-def _publish(board: dict, spec: str, out: Path, dest: str | None, readme: str | None) -> None:
+def _publish(board: dict, spec: BenchSpec, out: Path, dest: str | None, readme: str | None) -> None:
     """--publish: copy the leaderboard's files and done cells to DEST; --readme: write its summary into the
     README's block."""
     from .publish import publish, update_readme
-    from .spec import load_spec
 
     if dest:
-        board = publish(load_spec(spec), out, dest)
+        board = publish(spec, out, dest)
         print(f"published: {dest}")
     if readme:
         update_readme(readme, board, dest or out)

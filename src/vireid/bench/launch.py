@@ -26,7 +26,7 @@ from typing import Any
 
 from ..core import ConfigError
 from ..utils.atomic import clean_leftovers, write_json
-from .cell import CELL_DONE, CELL_FAILED, check_saved_config, is_done, prepare_dataset, run_cell, signature
+from .cell import CELL_DONE, CELL_FAILED, cell_done, check_saved_config, prepare_dataset, run_cell
 from .layout import BenchDir
 from .spec import BenchSpec, Cell, load_spec
 
@@ -44,7 +44,7 @@ def pending_cells(spec: BenchSpec, bench: BenchDir) -> list[Cell]:
         run = bench.run(cell.id)
         if run.is_trained:
             check_saved_config(run, cfg)
-        if not is_done(bench.read_record(cell.id), run, signature(spec, cell, cfg)):
+        if not cell_done(spec, bench, cell, cfg):
             todo.append(cell)
     return todo
 

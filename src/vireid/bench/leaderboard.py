@@ -27,7 +27,7 @@ from .. import __version__
 from ..engine.results import RERANK_SUFFIX, EvalResults, _jsonable
 from ..runs import git_revision
 from ..utils.atomic import atomic_path, clean_leftovers, write_json, write_text
-from .cell import CELL_FAILED, is_done, signature
+from .cell import CELL_FAILED, cell_done
 from .layout import LEADERBOARD_FORMATS, BenchDir
 from .reported import read_reported, setting_of
 from .spec import BenchSpec
@@ -54,7 +54,7 @@ def build_leaderboard(spec: BenchSpec, bench_dir: str | Path, *, wall_seconds: f
         record = bench.read_record(cell.id)
         if record is not None and record.get("status") == CELL_FAILED:
             failed.append({"cell": cell.id, "error": record.get("error"), "attempts": record.get("attempts")})
-        elif record is not None and is_done(record, run, signature(spec, cell, spec.cell_config(cell, bench.path))):
+        elif record is not None and cell_done(spec, bench, cell):
             cells[cell.id] = {"record": record, "results": EvalResults.load(run.results)}
         else:
             missing.append(cell.id)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..runs import training_time
 from ..utils.atomic import lock_holder
-from .cell import is_done, signature
+from .cell import cell_done
 from .layout import CELL_FAILED, BenchDir
 from .spec import BenchSpec
 
@@ -25,7 +25,7 @@ def cell_states(spec: BenchSpec, bench_dir: str | Path) -> list[dict[str, Any]]:
         run, record = bench.run(cell.id), bench.read_record(cell.id)
         pid = lock_holder(bench.cell_lock_file(cell.id))
         epochs, seconds = training_time(run.read_metrics())
-        if is_done(record, run, signature(spec, cell, cfg)):
+        if cell_done(spec, bench, cell, cfg):
             state = "done"
         elif pid is not None:
             state = "running"
