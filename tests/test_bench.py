@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from vireid.bench import BenchDir, load_spec, paired_comparison, read_reported, 
 from vireid.bench.leaderboard import _pct, summary_table
 from vireid.bench.publish import seeds_complete
 from vireid.bench.reported import parse_reported
+from vireid.bench.stats import FEW_SEEDS_NOTE, bootstrap_ci
 from vireid.core import ConfigError, StorageError
 
 TINY = REPO / "benchmarks" / "tiny.yaml"
@@ -155,6 +157,14 @@ def test_paired_comparison_per_seed_differences_and_a_seeded_bootstrap():
     assert paired_comparison({0: 0.3}, {0: 0.2}, resamples=100, seed=0)["ci"] is None  # one seed: no interval
 
 
+def test_the_few_seeds_note_says_what_the_bootstrap_can_do():
+    assert bootstrap_ci([0.04, -0.01], resamples=10000, seed=3) == pytest.approx((-0.01, 0.04))  # spans the two
+    d = np.array([0.01, 0.02, 0.07])
+    means = d[np.random.default_rng(0).integers(0, 3, size=(20000, 3))].mean(axis=1)
+    assert len(np.unique(means.round(12))) == 10  # 3 seeds: the multisets of 3 draws from 3
+    assert "over 2 seeds it spans exactly those two and over 3 it can take at most 10 values" in FEW_SEEDS_NOTE
+
+
 # ------------------------------------------------------------------------------------------------ the tiny bench
 
 
@@ -194,7 +204,8 @@ def test_tiny_leaderboard_matches_the_cells_results_by_hand(tiny_bench):
     assert "| re-ranking |" in md and "yes (k1=20" in md and "R1 70.58 · R10 96.21 · R20 98.80 · mAP 68.24" in md
     comparisons = [c for c in board["comparisons"] if not c["rerank"]]
     assert len(comparisons) == 1 and len(comparisons[0]["mAP"]["per_seed"]) == 2
-    assert comparisons[0]["mAP"]["ci"] is not None and "bootstrap CI" in md
+    assert comparisons[0]["mAP"]["ci"] is not None and "bootstrap CI" in md and FEW_SEEDS_NOTE in md
+    assert html.escape(FEW_SEEDS_NOTE) in bench.leaderboard("html").read_text()
     assert bench.cmc_plot("sysu-all-single").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -262,7 +273,7 @@ def test_publish_copies_the_leaderboard_and_the_readme_block_is_replaced(tiny_be
     # two seeds: the resampled means are d0, d1 and their mean, so the 95% interval is [min, max]
     assert (f"- sysu-all-single: {first['method']} − {second['method']}, mAP {100 * np.mean(diffs):+.2f} points "
             f"(95% bootstrap CI [{100 * min(diffs):+.2f}, {100 * max(diffs):+.2f}] over 2 seeds; {first['method']} "
-            f"higher in {sum(d > 0 for d in diffs)} of them)") in block
+            f"higher in {sum(d > 0 for d in diffs)} of them)") in block and FEW_SEEDS_NOTE in block
     g = board["generated"]
     seconds = sum(bench.read_record(c.id)["train_seconds"] for c in load_spec(TINY).cells())
     assert g["cells_train_seconds"] == pytest.approx(seconds)

@@ -31,7 +31,7 @@ from .cell import CELL_FAILED, cell_done
 from .layout import LEADERBOARD_FORMATS, BenchDir
 from .reported import read_reported, setting_of
 from .spec import BenchSpec
-from .stats import mean_std, paired_comparison
+from .stats import FEW_SEEDS_NOTE, mean_std, paired_comparison
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +355,7 @@ def format_markdown(board: dict) -> str:
         out.append("")
     lines = _comparison_lines(board)
     out += ["## Paired comparisons (mAP, same protocol, per seed)", ""]
-    out += lines or ["Fewer than 2 seeds in common: no paired comparison."]
+    out += [*lines, "", FEW_SEEDS_NOTE] if lines else ["Fewer than 2 seeds in common: no paired comparison."]
     out.append("")
     if board["failed"]:
         out += ["## Failed cells", ""] + [f"- {f['cell']}: {f['error']}" for f in board["failed"]] + [""]
@@ -426,7 +426,8 @@ def format_html(board: dict) -> str:
             parts.append(f"<img src='{e(board['cmc_plots'][protocol])}' alt='CMC {e(protocol)}' width='480'>")
     lines = _comparison_lines(board)
     parts.append("<h2>Paired comparisons (mAP, same protocol, per seed)</h2><ul>"
-                 + "".join(f"<li>{e(ln[2:].replace('**', ''))}</li>" for ln in lines) + "</ul>")
+                 + "".join(f"<li>{e(ln[2:].replace('**', ''))}</li>" for ln in lines) + "</ul>"
+                 + (f"<p>{e(FEW_SEEDS_NOTE)}</p>" if lines else ""))
     if board["failed"]:
         parts.append("<h2>Failed cells</h2><ul>" + "".join(f"<li>{e(f['cell'])}: {e(str(f['error']))}</li>"
                                                            for f in board["failed"]) + "</ul>")

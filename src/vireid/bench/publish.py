@@ -16,6 +16,7 @@ from .archive import archive_cells
 from .layout import LEADERBOARD_FORMATS, BenchDir
 from .leaderboard import summary_table
 from .spec import BenchSpec
+from .stats import FEW_SEEDS_NOTE
 
 BEGIN = "<!-- leaderboard:begin -->"
 END = "<!-- leaderboard:end -->"
@@ -118,7 +119,8 @@ def readme_block(board: dict[str, Any], link: str) -> str:
             f"{hours['cells_wall_seconds']:.1f} h (each cell's last attempt: a killed attempt leaves no record).")
     pairs = leader_lines(board)
     if pairs:
-        pairs = ["The first two methods of each protocol, paired seed by seed (first − second):", "", *pairs, ""]
+        pairs = ["The first two methods of each protocol, paired seed by seed (first − second):", "", *pairs, "",
+                 FEW_SEEDS_NOTE, ""]
     lines = ["R1 and mAP in percent (mean ± std over the seeds done), without re-ranking:", "",
              *summary_table(board), "", *pairs, state, "", made, "",
              f"The full leaderboard (R10, R20, mINP, re-ranked rows, trial spread, parameters, the papers' numbers, "

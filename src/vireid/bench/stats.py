@@ -13,6 +13,11 @@ from typing import Any
 
 import numpy as np
 
+# Printed under every paired comparison: the interval's width alone does not tell a reader this.
+FEW_SEEDS_NOTE = ("With few seeds a bootstrap interval is coarse: it resamples only the per-seed differences, so "
+                  "over 2 seeds it spans exactly those two and over 3 it can take at most 10 values. It says how "
+                  "consistent the seeds were, not that the difference would hold over more seeds.")
+
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     """Arithmetic mean and sample std (ddof=1; 0.0 for one value; None, None for none)."""
