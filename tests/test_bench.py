@@ -432,6 +432,44 @@ def test_status_tells_each_cells_state_without_writing(tiny_bench, tmp_path, cap
     assert "does not exist: no cell of this bench has run there" in capsys.readouterr().err
 
 
+def test_select_cells_matches_shell_patterns_in_run_order_and_names_a_pattern_that_matches_none():
+    spec = load_spec(TINY)
+    assert [c.id for c in spec.select_cells(["*/*/seed1"])] == ["baseline/synth-sysu/seed1", "mpanet/synth-sysu/seed1"]
+    assert [c.id for c in spec.select_cells(["mpanet/*/seed1", "baseline/*"])] == [
+        "baseline/synth-sysu/seed0", "baseline/synth-sysu/seed1", "mpanet/synth-sysu/seed1"]
+    with pytest.raises(ConfigError, match=r"--only 'lba/\*' matches no cell of .*tiny.yaml: cells are named "
+                                          r"METHOD/DATASET/seedN \(e.g. baseline/synth-sysu/seed0\)"):
+        spec.select_cells(["mpanet/*", "lba/*"])
+
+
+def test_only_trains_the_chosen_cells_and_the_leaderboard_counts_every_done_one(tiny_bench, tmp_path, capsys):
+    from vireid.cli import main
+
+    out = tmp_path / "bench"
+    shutil.copytree(tiny_bench[0], out)
+    bench = BenchDir(out)
+    for cell in [c for c in load_spec(TINY).cells() if c.seed == 1]:
+        shutil.rmtree(bench.run(cell.id).path)
+        bench.record(cell.id).unlink()
+    assert main(["bench", str(TINY), "--out", str(out), "--print-commands", "--only", "mpanet/*/seed1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].endswith("--cell mpanet/synth-sysu/seed1 --no-progress")
+    assert main(["bench", str(TINY), "--out", str(out), "--only", "mpanet/*/seed1", "--no-progress"]) == 0
+    assert bench.read_record("mpanet/synth-sysu/seed1")["status"] == "done"
+    assert bench.read_record("baseline/synth-sysu/seed1") is None
+    assert not bench.run("baseline/synth-sysu/seed1").path.exists()  # not trained
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["cells"]["done"] == 3
+    mpanet = {k: v for k, v in measured(board).items() if k[0] == "mpanet"}
+    assert mpanet == {k: v for k, v in measured(tiny_bench[1]).items() if k[0] == "mpanet"}
+    for other in (["--status"], ["--leaderboard-only"], ["--cell", "baseline/synth-sysu/seed1"]):
+        assert main(["bench", str(TINY), "--out", str(out), *other, "--only", "baseline/*"]) == 2
+        assert f"--only chooses the cells a run (or --print-commands) trains, not with {other[0]}" in \
+            capsys.readouterr().err
+    assert main(["bench", str(TINY), "--out", str(out), "--only", "lba/*"]) == 2
+    assert "--only 'lba/*' matches no cell" in capsys.readouterr().err
+
+
 def test_time_left_is_each_cells_method_mean_wall_times_its_epochs_to_run():
     from vireid.bench.status import format_status, time_left
 

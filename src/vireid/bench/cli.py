@@ -40,6 +40,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         other = "--cell" if args.cell else "--print-commands" if args.print_commands else "--status"
         raise ConfigError(f"--publish, --readme and --restore go with a run of the bench or --leaderboard-only, not "
                           f"with {other}")
+    if args.only and (args.cell or args.status or args.leaderboard_only):
+        other = "--cell" if args.cell else "--status" if args.status else "--leaderboard-only"
+        raise ConfigError(f"--only chooses the cells a run (or --print-commands) trains, not with {other}")
     spec = load_spec(args.spec)  # once: every step below reads the same spec
     if args.status:
         from ..utils.atomic import lock_holder
@@ -58,7 +61,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{args.cell}: {record['status']}" + (f" ({record['error']})" if record.get("error") else ""))
         return 0 if record["status"] == "done" else 1
     if args.print_commands:
-        print("\n".join(print_commands(spec, out)))
+        print("\n".join(print_commands(spec, out, args.only)))
         return 0
     if args.readme:
         from .publish import check_readme
@@ -73,7 +76,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         board = write_leaderboard_only(spec, out)
     else:
         board = run_bench(spec, out, launcher=args.launcher, isolate=args.isolate, jobs=args.jobs,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, only=args.only)
     print(_summary(board))
     _publish(board, spec, out, args.publish, args.readme)
     return 1 if board["cells"]["failed"] else 0
@@ -124,6 +127,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--status", action="store_true",
                       help="print each cell's state (done, failed, running, partial, pending), epochs and training "
                            "time so far; writes nothing")
+    p.add_argument("--only", metavar="PATTERN", action="append",
+                   help="run (or print the commands of) only the cells whose METHOD/DATASET/seedN matches this "
+                        "shell-style pattern, e.g. 'mpanet/*/seed2' (repeat it for more); the leaderboard still "
+                        "counts every done cell")
     p.add_argument("--publish", metavar="DIR",
                    help="also copy the leaderboard's files (.md, .csv, .html, .json, CMC plots) and its done cells "
                         "(records, results.json, config, metrics; no checkpoints) to DIR, e.g. a folder of the "

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,11 @@ log = logging.getLogger(__name__)
 LAUNCHERS = ("local", "submitit")
 
 
-def pending_cells(spec: BenchSpec, bench: BenchDir) -> list[Cell]:
-    """The cells not done under the spec as it is now; ConfigError first if a trained cell's config no longer
-    matches the spec (its numbers would be another experiment's)."""
+def pending_cells(spec: BenchSpec, bench: BenchDir, only: Sequence[str] | None = None) -> list[Cell]:
+    """The cells not done under the spec as it is now (of those matching `only`'s patterns, if given); ConfigError
+    first if a trained cell's config no longer matches the spec (its numbers would be another experiment's)."""
     todo = []
-    for cell in spec.cells():
+    for cell in spec.select_cells(only) if only else spec.cells():
         cfg = spec.cell_config(cell, bench.path)  # a bad override fails here, before any training
         run = bench.run(cell.id)
         if run.is_trained:
@@ -60,13 +60,13 @@ def cell_command(spec: BenchSpec, bench: BenchDir, cell: Cell, *, vireid: tuple[
     return [*(vireid or (sys.executable, "-m", "vireid")), *args]
 
 
-def print_commands(spec: BenchSpec, bench_dir: str | Path) -> list[str]:
-    """The shell commands that run the bench's pending cells (any order, any machine that sees BENCH_DIR), then
-    the one that writes the leaderboard."""
+def print_commands(spec: BenchSpec, bench_dir: str | Path, only: Sequence[str] | None = None) -> list[str]:
+    """The shell commands that run the bench's pending cells (those matching `only`, if given; any order, any
+    machine that sees BENCH_DIR), then the one that writes the leaderboard."""
     bench = BenchDir(bench_dir)
     with bench.lock():
         _write_bench_json(spec, bench)
-        cells = pending_cells(spec, bench)
+        cells = pending_cells(spec, bench, only)
     lines = [shlex.join(cell_command(spec, bench, c, vireid=("vireid",))) for c in cells]
     lines.append(shlex.join(["vireid", "bench", str(spec.path.resolve()), "--out", str(bench.path.resolve()),
                              "--leaderboard-only"]))
@@ -74,10 +74,12 @@ def print_commands(spec: BenchSpec, bench_dir: str | Path) -> list[str]:
 
 
 def run_bench(spec_path: str | Path | BenchSpec, out: str | Path, *, launcher: str | None = None,
-              isolate: bool = False, jobs: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run every pending cell of the spec into `out` with `launcher` (default: the spec's), `jobs` cells at a time
-    (local launcher; default: the spec's launcher.jobs), then write and return the leaderboard. Finished cells
-    are skipped; a failed cell is recorded and the others go on."""
+              isolate: bool = False, jobs: int | None = None, progress: bool = False,
+              only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run every pending cell of the spec (or those matching the shell-style patterns `only`) into `out` with
+    `launcher` (default: the spec's), `jobs` cells at a time (local launcher; default: the spec's launcher.jobs),
+    then write and return the leaderboard of every done cell. Finished cells are skipped; a failed cell is
+    recorded and the others go on."""
     from .leaderboard import write_leaderboard
 
     spec = spec_path if isinstance(spec_path, BenchSpec) else load_spec(spec_path)
@@ -93,10 +95,15 @@ def run_bench(spec_path: str | Path | BenchSpec, out: str | Path, *, launcher: s
     start = time.perf_counter()
     with bench.lock():
         _write_bench_json(spec, bench)
-        cells = pending_cells(spec, bench)
+        cells = pending_cells(spec, bench, only)
         total = len(spec.cells())
-        log.info("[bench] %s: %d cells, %d done, %d to run (%s launcher) -> %s", spec.name, total, total - len(cells),
-                 len(cells), kind, bench.path)
+        if only:
+            left = len(pending_cells(spec, bench)) - len(cells)
+            log.info("[bench] %s: %d cells, %d to run now (--only %s), %d other(s) not done left for later "
+                     "(%s launcher) -> %s", spec.name, total, len(cells), " ".join(only), left, kind, bench.path)
+        else:
+            log.info("[bench] %s: %d cells, %d done, %d to run (%s launcher) -> %s", spec.name, total,
+                     total - len(cells), len(cells), kind, bench.path)
         for dataset in {c.dataset.name: c.dataset for c in cells}.values():
             prepare_dataset(spec, bench, dataset, progress=progress)  # once, before cells run side by side
         if kind == "submitit":

@@ -9,6 +9,7 @@ Importing this module does not import torch (building a cell's config loads the 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,16 @@ class BenchSpec:
                 return c
         names = ", ".join(c.id for c in self.cells())
         raise ConfigError(f"{self.path}: no cell {cell_id!r}; the cells of this spec are: {names}")
+
+    def select_cells(self, patterns: Sequence[str]) -> list[Cell]:
+        """The cells whose id matches any of the shell-style `patterns` (`mpanet/*/seed2`, `*/synth-sysu/*`), in
+        run order; ConfigError naming a pattern that matches no cell."""
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(c.id, pattern) for c in self.cells()):
+                raise ConfigError(f"--only {pattern!r} matches no cell of {self.path}: cells are named "
+                                  f"METHOD/DATASET/seedN (e.g. {self.cells()[0].id}); use * and ? as in a shell, "
+                                  f"e.g. '*/*/seed{self.seeds[-1]}'")
+        return [c for c in self.cells() if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)]
 
     def protocols(self) -> list[tuple[DatasetEntry, ProtocolEntry]]:
         """Every (dataset, protocol) pair in spec order: the leaderboard's row groups."""
