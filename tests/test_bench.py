@@ -255,7 +255,7 @@ def test_publish_copies_the_leaderboard_and_the_readme_block_is_replaced(tiny_be
                                                             "leaderboard.md", "notes.txt", "runs"])
     published = BenchDir(docs)
     for cell in load_spec(TINY).cells():  # each done cell's record and small run files, never a checkpoint
-        assert published.read_record(cell.id) == bench.read_record(cell.id)
+        assert published.read_record(cell.id) == {**bench.read_record(cell.id), "run": f"runs/{cell.id}"}
         files = sorted(p.name for p in published.run(cell.id).path.iterdir())
         assert files == ["config.yaml", "env.json", "metrics.jsonl", "results.json"]
         assert published.run(cell.id).results.read_bytes() == bench.run(cell.id).results.read_bytes()
@@ -387,6 +387,13 @@ def test_published_cells_restore_a_lost_bench_and_are_never_unpublished(tiny_ben
     from vireid.bench.status import cell_states
 
     assert [(s["state"], s["epochs"]) for s in cell_states(spec, again)] == [("done", 1)] * 4
+    # the published records name their run relative to the folder and not where a bench restored them from,
+    # so the restored bench republishes them byte for byte
+    published = sorted((p.as_posix(), p.read_bytes()) for p in docs.rglob("cells/**/*.json"))
+    assert all(json.loads(b)["run"] == f"runs/{Path(p).relative_to(docs / 'cells').with_suffix('').as_posix()}"
+               and b"restored_from" not in b for p, b in published)
+    assert main(["bench", str(TINY), "--out", str(again), "--leaderboard-only", "--publish", str(docs)]) == 0
+    assert sorted((p.as_posix(), p.read_bytes()) for p in docs.rglob("cells/**/*.json")) == published
     assert main(["bench", str(TINY), "--out", str(again), "--restore", str(tmp_path / "nope"), "--no-progress"]) == 2
     assert f"--restore {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
 

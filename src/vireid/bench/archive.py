@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import StorageError
-from ..utils.atomic import atomic_dir, atomic_path, file_lock, storage_errors, write_json
+from ..utils.atomic import atomic_dir, file_lock, storage_errors, write_json
 from .cell import cell_done
 from .layout import BenchDir
 from .spec import BenchSpec
@@ -62,8 +62,15 @@ def archive_cells(spec: BenchSpec, cells: list[str], bench_dir: str | Path, dest
         for cell_id in cells:
             # the run's files first: a record names a cell whose files are there
             _copy_run_files(bench.run(cell_id).path, out.run(cell_id).path)
-            with atomic_path(out.record(cell_id)) as tmp_record:
-                shutil.copyfile(bench.record(cell_id), tmp_record)
+            write_json(out.record(cell_id), published_record(bench.read_record(cell_id) or {}, out, cell_id))
+
+
+def published_record(record: dict[str, Any], dest: BenchDir, cell_id: str) -> dict[str, Any]:
+    """The record as `dest` keeps it: `run` relative to `dest`, no `restored_from` (the published folder is where
+    cells are restored from), so republishing the same cells from another machine changes no byte."""
+    kept = {k: v for k, v in record.items() if k != "restored_from"}
+    kept["run"] = dest.run(cell_id).path.relative_to(dest.path).as_posix()
+    return kept
 
 
 def restore_cells(spec: BenchSpec, src: str | Path, bench_dir: str | Path) -> list[str]:
