@@ -35,11 +35,11 @@ log = logging.getLogger(__name__)
 LAUNCHERS = ("local", "submitit")
 
 
-def pending_cells(spec: BenchSpec, bench: BenchDir, only: Sequence[str] | None = None) -> list[Cell]:
-    """The cells not done under the spec as it is now (of those matching `only`'s patterns, if given); ConfigError
-    first if a trained cell's config no longer matches the spec (its numbers would be another experiment's)."""
+def pending_cells(spec: BenchSpec, bench: BenchDir) -> list[Cell]:
+    """The cells not done under the spec as it is now; ConfigError first if a trained cell's config no longer
+    matches the spec (its numbers would be another experiment's)."""
     todo = []
-    for cell in spec.select_cells(only) if only else spec.cells():
+    for cell in spec.cells():
         cfg = spec.cell_config(cell, bench.path)  # a bad override fails here, before any training
         run = bench.run(cell.id)
         if run.is_trained:
@@ -47,6 +47,14 @@ def pending_cells(spec: BenchSpec, bench: BenchDir, only: Sequence[str] | None =
         if not cell_done(spec, bench, cell, cfg):
             todo.append(cell)
     return todo
+
+
+def chosen_cells(spec: BenchSpec, cells: list[Cell], only: Sequence[str] | None) -> list[Cell]:
+    """`cells` whose id matches one of the shell-style patterns `only` (all of them when `only` is empty)."""
+    if not only:
+        return cells
+    chosen = {c.id for c in spec.select_cells(only)}
+    return [c for c in cells if c.id in chosen]
 
 
 def cell_command(spec: BenchSpec, bench: BenchDir, cell: Cell, *, vireid: tuple[str, ...] | None = None
@@ -66,7 +74,7 @@ def print_commands(spec: BenchSpec, bench_dir: str | Path, only: Sequence[str] |
     bench = BenchDir(bench_dir)
     with bench.lock():
         _write_bench_json(spec, bench)
-        cells = pending_cells(spec, bench, only)
+        cells = chosen_cells(spec, pending_cells(spec, bench), only)
     lines = [shlex.join(cell_command(spec, bench, c, vireid=("vireid",))) for c in cells]
     lines.append(shlex.join(["vireid", "bench", str(spec.path.resolve()), "--out", str(bench.path.resolve()),
                              "--leaderboard-only"]))
@@ -95,10 +103,11 @@ def run_bench(spec_path: str | Path | BenchSpec, out: str | Path, *, launcher: s
     start = time.perf_counter()
     with bench.lock():
         _write_bench_json(spec, bench)
-        cells = pending_cells(spec, bench, only)
+        pending = pending_cells(spec, bench)
+        cells = chosen_cells(spec, pending, only)
         total = len(spec.cells())
         if only:
-            left = len(pending_cells(spec, bench)) - len(cells)
+            left = len(pending) - len(cells)
             log.info("[bench] %s: %d cells, %d to run now (--only %s), %d other(s) not done left for later "
                      "(%s launcher) -> %s", spec.name, total, len(cells), " ".join(only), left, kind, bench.path)
         else:
